@@ -71,6 +71,10 @@ class Activation:
         """Pointwise derivative σ^{(order)}(z) for order 0..4."""
         raise NotImplementedError
 
+    def derivatives(self, z, max_order: int = 4) -> list:
+        """[σ, σ′, …, σ^{(max_order)}] at z (subclasses share work between orders)."""
+        return [self.derivative(z, k) for k in range(max_order + 1)]
+
     def closed_pair(self, j: int, k: int, Caa, Cab, Cbb):
         r"""Closed form of :math:`\langle\sigma^{(j)}_a\sigma^{(k)}_b\rangle_C`, or None if unknown."""
         return None
@@ -290,10 +294,13 @@ class Tanh(Activation):
         return np.tanh(z)
 
     def derivative(self, z, order: int = 1):
+        return self.derivatives(z, order)[order]
+
+    def derivatives(self, z, max_order: int = 4) -> list:
         t = np.tanh(z)
         s = 1.0 - t * t
         return [t, s, -2.0 * t * s, -2.0 * s * (1.0 - 3.0 * t * t),
-                8.0 * t * s * (2.0 - 3.0 * t * t)][order]
+                8.0 * t * s * (2.0 - 3.0 * t * t)][:max_order + 1]
 
 
 class Sin(Activation):

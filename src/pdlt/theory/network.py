@@ -1,0 +1,112 @@
+"""A network's theory is a composition of layer steps acting on an immutable :class:`LayerState`."""
+
+from __future__ import annotations
+
+import sys
+import types
+
+import numpy as np
+
+from .. import _validate
+from ..mlp import MLP
+from ._gauss import Expectations
+from .four_point import (derivative_coefficients, g1_step, g1_step_single, vertex_step,
+                         vertex_step_single)
+from .kernel import first_layer_kernel, kernel_step, kernel_step_single
+from .state import LayerState
+
+__all__ = ["Theory", "theory", "layer_step"]
+
+#: |K| beyond this is reported as an overflow (the recursion has left the regime of any real network).
+OVERFLOW = 1e150
+
+
+class Theory:
+    """The per-layer states of a network on a set of inputs. ``layer(ℓ)`` for ℓ = 1..L."""
+
+    def __init__(self, net: MLP, X: np.ndarray, states: tuple[LayerState, ...]):
+        self.net = net
+        self.X = X
+        self.layers = states
+
+    def layer(self, layer: int) -> LayerState:
+        return self.layers[self.net.check_layer(layer) - 1]
+
+    def __repr__(self) -> str:
+        return f"Theory({self.net!r}, N={self.X.shape[0]})"
+
+    def to_dict(self) -> dict:
+        return {"net": self.net.to_dict(), "X": self.X.tolist(), "layers": [s.to_dict() for s in self.layers]}
+
+
+def layer_step(state: LayerState, net: MLP, E: Expectations) -> LayerState:
+    """Layer ℓ → ℓ+1: (K, V, G^{{1}}) through one hidden layer of ``net``."""
+    ell = state.layer
+    C_b, C_W = net.hyper(ell + 1)
+    n_l, n_prev = net.n(ell), net.n(ell - 1)
+    r = n_l / n_prev
+    K, V, G1 = state.K, state.V, state.G1
+    if K.shape[0] == 1:
+        k, v, g = float(K[0, 0]), float(V[0, 0, 0, 0]), float(G1[0, 0])
+        K2 = kernel_step_single(k, C_b, C_W, E)
+        V2 = vertex_step_single(k, v, C_W, r, E)
+        G2 = g1_step_single(k, v, g, C_W, r, E)
+        return LayerState(ell + 1, n_l, np.full((1, 1), K2), np.full((1,) * 4, V2), np.full((1, 1), G2))
+    coeffs = derivative_coefficients(K, E)
+    return LayerState(ell + 1, n_l, kernel_step(K, C_b, C_W, E),
+                      vertex_step(K, V, C_W, r, E, d2=coeffs[0]),
+                      g1_step(K, V, G1, C_W, r, E, coeffs=coeffs))
+
+
+def _check_finite(state: LayerState, net: MLP) -> None:
+    for name in ("K", "V", "G1"):
+        arr = getattr(state, name)
+        if not np.all(np.isfinite(arr)) or np.max(np.abs(arr), initial=0.0) > OVERFLOW:
+            k = float(np.max(np.abs(np.diag(state.K))))
+            raise OverflowError(
+                f"{name} overflowed at layer {state.layer} of {net.depth} (max |K_aa| = {k:.3g}): the "
+                f"kernel grows exponentially with depth away from criticality; lower C_W (now "
+                f"{net.C_W[state.layer - 1]:g}) or the depth")
+
+
+def theory(net: MLP, X, *, order2: int | None = None, order4: int | None = None) -> Theory:
+    r"""Run the leading-order recursions for K, V and G^{\{1\}} through every layer (book Ch. 4).
+
+    Parameters
+    ----------
+    net : the network specification.
+    X : (N, n_0) inputs, one per row.
+    order2, order4 : quadrature orders for 2-D and 3/4-D Gaussian integrals (see :mod:`pdlt.gaussian`).
+
+    Repeated inputs are computed once and copied, so the theory is exact for them too.
+    """
+    if not isinstance(net, MLP):
+        raise ValueError(f"net must be a pdlt.MLP, got {type(net).__name__}")
+    X = _validate.inputs("X", X, net.input_dim)
+    Xu, inverse = np.unique(X, axis=0, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    E = Expectations(net.activation, order2=order2, order4=order4)
+    N = Xu.shape[0]
+    C_b, C_W = net.hyper(1)
+    state = LayerState(1, net.n(0), first_layer_kernel(Xu, C_b, C_W), np.zeros((N,) * 4), np.zeros((N, N)))
+    if np.any(np.diag(state.K) <= 0):
+        raise ValueError("X contains an all-zero input and C_b = 0 in layer 1: its preactivations are "
+                         "identically zero; give C_b > 0 or remove that input")
+    states = [state]
+    for _ in range(net.depth - 1):
+        with np.errstate(over="ignore", invalid="ignore"):
+            state = layer_step(state, net, E)
+        _check_finite(state, net)
+        states.append(state)
+    if N != X.shape[0] or np.any(inverse != np.arange(N)):
+        i = inverse
+        states = [LayerState(s.layer, s.n_prev, s.K[np.ix_(i, i)], s.V[np.ix_(i, i, i, i)],
+                             s.G1[np.ix_(i, i)]) for s in states]
+    return Theory(net, X, tuple(states))
+
+
+class _CallableModule(types.ModuleType):
+    """Lets ``pdlt.theory(net, X)`` work while ``pdlt.theory.kernel`` etc. stay importable."""
+
+    def __call__(self, *args, **kwargs):
+        return theory(*args, **kwargs)
