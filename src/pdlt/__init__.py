@@ -1,12 +1,17 @@
 """pdlt: The Principles of Deep Learning Theory as verified software.
 
-Every theoretical observable (``pdlt.theory``) has an empirical twin measured on ensembles of real
-networks (``pdlt.measure``).
+Every theoretical observable (``pdlt.theory(net, X)``) has an empirical twin measured on ensembles
+of real networks (``pdlt.measure(net, X, networks, seed)``); :mod:`pdlt.observables` pairs them.
 """
 
+from . import theory
 from .activations import get_activation
+from .empirical import Measurement, measure
 from .estimate import Estimate
 from .mlp import MLP
+from .observables import compare
+from .theory import LayerState, Theory
 
-__all__ = ["MLP", "Estimate", "get_activation"]
+__all__ = ["MLP", "Estimate", "get_activation", "theory", "Theory", "LayerState", "measure",
+           "Measurement", "compare"]
 __version__ = "0.1.0"

@@ -94,6 +94,13 @@ class Activation:
         return hash((type(self).__name__, tuple(sorted(self.params.items()))))
 
 
+def _finite_real(name: str, v) -> float:
+    """``v`` as a float, or a ValueError naming the activation parameter ``name``."""
+    if isinstance(v, bool) or not (isinstance(v, int | float | np.floating | np.integer) and math.isfinite(float(v))):
+        raise ValueError(f"{name} must be a finite real number, got {v!r}")
+    return float(v)
+
+
 def _arc(Caa, Cab, Cbb):
     """Return (D, s) with D = sqrt(Caa Cbb - Cab²) and s = arcsin(Cab / sqrt(Caa Cbb))."""
     Caa, Cab, Cbb = np.broadcast_arrays(*(np.asarray(c, dtype=np.float64) for c in (Caa, Cab, Cbb)))
@@ -114,11 +121,8 @@ class PiecewiseLinear(Activation):
     name = "piecewise_linear"
 
     def __init__(self, a_plus: float = 1.0, a_minus: float = 0.0):
-        for nm, v in (("a_plus", a_plus), ("a_minus", a_minus)):
-            if not (isinstance(v, int | float | np.floating | np.integer) and math.isfinite(float(v))):
-                raise ValueError(f"{nm} must be a finite real number, got {v!r}")
-        self.a_plus = float(a_plus)
-        self.a_minus = float(a_minus)
+        self.a_plus = _finite_real("a_plus", a_plus)
+        self.a_minus = _finite_real("a_minus", a_minus)
         self.smooth = self.a_plus == self.a_minus
         self.kink = None if self.smooth else 0.0
 
@@ -217,8 +221,8 @@ class LeakyReLU(PiecewiseLinear):
     name = "leaky_relu"
 
     def __init__(self, a: float = 0.01):
-        super().__init__(1.0, a)
-        self.a = float(a)
+        self.a = _finite_real("a", a)
+        super().__init__(1.0, self.a)
 
     @property
     def params(self) -> dict:
@@ -237,7 +241,7 @@ class Step(Activation):
     kink = 0.0
 
     def __init__(self, low: float = 0.0, high: float = 1.0):
-        self.low, self.high = float(low), float(high)
+        self.low, self.high = _finite_real("low", low), _finite_real("high", high)
 
     @property
     def params(self) -> dict:
@@ -274,8 +278,8 @@ class Step(Activation):
                 return g0 * g0 + c * s
             if (j, k) == (1, 1):
                 return c / D
-            if (j, k) == (2, 0):
-                return -c * Cab / (2.0 * Caa * D)
+            if (j, k) == (2, 0):  # 2 ∂/∂C_aa of the arcsine kernel
+                return -c * Cab / (Caa * D)
             if (j, k) == (2, 2):
                 return c * Cab / D ** 3
             if (j, k) == (3, 1):
@@ -433,7 +437,8 @@ class Monomial(Activation):
     name = "monomial"
 
     def __init__(self, p: int = 2):
-        if isinstance(p, bool) or not float(p).is_integer() or int(p) < 1:
+        if (isinstance(p, bool) or not isinstance(p, int | float | np.integer | np.floating)
+                or not float(p).is_integer() or int(p) < 1):
             raise ValueError(f"monomial power p must be an integer >= 1, got {p!r}")
         self.p = int(p)
 

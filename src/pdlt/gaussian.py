@@ -81,7 +81,10 @@ def _pair_factor(Caa, Cab, Cbb):
     p = np.sqrt(np.maximum(Caa, 0.0))
     with np.errstate(divide="ignore", invalid="ignore"):
         q = np.where(p > 0, Cab / np.where(p > 0, p, 1.0), 0.0)
-    t = np.sqrt(np.maximum(Cbb - q * q, 0.0))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        # t² = det C / C_aa: exact zero for a singular C (repeated input), where Cbb - q² is not
+        t = np.where(p > 0, np.sqrt(np.maximum(Caa * Cbb - Cab * Cab, 0.0) / np.where(p > 0, Caa, 1.0)),
+                     np.sqrt(np.maximum(Cbb, 0.0)))
     return p, q, t
 
 

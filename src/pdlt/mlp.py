@@ -108,9 +108,30 @@ class MLP:
         return self.C_b[layer - 1], self.C_W[layer - 1]
 
     def replace(self, **changes) -> "MLP":
-        """A copy with some fields changed (``widths``, ``activation``, ``C_b``, ``C_W``, …)."""
+        """A copy with some fields changed (``widths``, ``activation``, ``C_b``, ``C_W``, …).
+
+        ``input_dim``, ``width``, ``depth`` and ``output_dim`` rebuild ``widths`` (the output width
+        follows ``width`` when it equalled the hidden width). Per-layer values that are the same in
+        every layer are carried over as one number, so the depth may change.
+        """
         kw = {"widths": self.widths, "activation": self.activation, "C_b": self.C_b, "C_W": self.C_W,
               "lambda_b": self.lambda_b, "lambda_W": self.lambda_W}
+        for name in ("C_b", "C_W", "lambda_b", "lambda_W"):
+            if len(set(kw[name])) == 1:
+                kw[name] = kw[name][0]
+        shape = {k: changes.pop(k) for k in ("input_dim", "width", "depth", "output_dim") if k in changes}
+        if shape:
+            if "widths" in changes:
+                raise ValueError("give widths or input_dim/width/depth/output_dim, not both")
+            hidden = set(self.widths[1:-1]) or {self.widths[-1]}
+            if "width" not in shape and len(hidden) > 1:
+                raise ValueError(f"the hidden widths {list(self.widths[1:-1])} differ; give width or widths")
+            old_width = next(iter(hidden)) if len(hidden) == 1 else None
+            width = shape.get("width", old_width)
+            out = shape.get("output_dim", width if self.widths[-1] == old_width else self.widths[-1])
+            del kw["widths"]
+            kw.update(input_dim=shape.get("input_dim", self.input_dim), width=width,
+                      depth=shape.get("depth", self.depth), output_dim=out)
         kw.update(changes)
         return MLP(**kw)
 

@@ -14,6 +14,11 @@ order ε) gets :math:`\epsilon_\ell\,|V|`, i.e. :math:`n\cdot\epsilon^2 K^2`. Fo
 activations this matches the exact next order, e.g. ReLU's
 :math:`E[z^4]/(3E[z^2]^2) = \prod(1 + 5/n_{\ell'})` (formula sheet §4) to within a factor 2.
 
+Many entries are compared at once (for N = 3 and depth 8, 216 distinct entries of G and V), so the
+largest |z| of a correct formula exceeds 4 in about 1% of ensembles.  :func:`family_threshold`
+gives the Bonferroni threshold max(4, Φ⁻¹(1 − α/2m)) for m distinct comparisons at family-wise
+error α = 10⁻³ (4.6 for m = 216); 4σ is the floor.
+
 Where ε_ℓ > :data:`EPS_MAX` the 1/n expansion itself has broken down (e.g. ReLU at ℓ/n ≳ 0.1,
 where ν ℓ/n ≳ ½): such rows are marked ``valid = False`` and are reported, not judged.
 """
@@ -24,11 +29,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import special
 
 from .estimate import Estimate
 from .theory.state import LayerState
 
-__all__ = ["Twin", "TABLE", "EPS_MAX", "first_order_effect", "compare", "Comparison"]
+__all__ = ["Twin", "TABLE", "EPS_MAX", "first_order_effect", "compare", "Comparison",
+           "family_threshold", "distinct_entries"]
 
 #: Largest relative first-order effect ε at which the 1/n expansion is still judged.
 EPS_MAX = 0.5
@@ -115,3 +122,17 @@ def compare(th, m, layers=None, names=None) -> list[Comparison]:
         for t in rows:
             out.append(Comparison(t.name, ell, t.theory(state), t.measured(meas), t.allowance(state), eps))
     return out
+
+
+def distinct_entries(name: str, N: int) -> int:
+    """Number of distinct entries of an observable: N(N+1)/2 for G; P(P+1)/2 with P = N(N+1)/2 for V."""
+    P = N * (N + 1) // 2
+    return {"G": P, "V": P * (P + 1) // 2}[name]
+
+
+def family_threshold(rows: list[Comparison], alpha: float = 1e-3, floor: float = 4.0) -> float:
+    r"""Bonferroni threshold for all valid rows: max(floor, Φ⁻¹(1 − α/(2m))), m = distinct comparisons."""
+    m = sum(distinct_entries(r.name, np.shape(r.theory)[0]) for r in rows if r.valid)
+    if m == 0:
+        return floor
+    return max(floor, float(-special.ndtri(alpha / (2 * m))))

@@ -1,0 +1,378 @@
+"""``pdlt`` command line: theory, measurement and their comparison, layer by layer.
+
+A thin layer over the public API (:class:`pdlt.MLP`, :func:`pdlt.theory.theory`,
+:func:`pdlt.empirical.measure`). Every API error (ValueError, OverflowError, a missing file…) is
+printed as one red ``error: …`` line with exit code 2; ``--json`` prints one JSON document only.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import sys
+from typing import Annotated
+
+import numpy as np
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from .activations import REGISTRY, parse_activation_params
+from .mlp import MLP
+
+__all__ = ["app"]
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
+                  help="The effective theory of deep networks (Roberts & Yaida), checked on real ensembles.")
+
+SIGMAS = 4.0
+"""A check passes when |z| < SIGMAS."""
+
+_NET = "Network"
+_MC = "Monte Carlo"
+
+# --- options shared by every command -----------------------------------------------------------
+
+Activation = Annotated[str, typer.Option(
+    help=f"Activation: {', '.join(sorted(REGISTRY))}.", rich_help_panel=_NET)]
+ActivationParam = Annotated[list[str] | None, typer.Option(
+    "--activation-param", metavar="NAME=VALUE",
+    help="Activation parameter, e.g. a=0.2 for leaky_relu (repeatable; parsed, never evaluated).",
+    rich_help_panel=_NET)]
+Depth = Annotated[int, typer.Option(help="Number of layers L (the last is the output).",
+                                    rich_help_panel=_NET)]
+Width = Annotated[int, typer.Option(help="Hidden (and output) width n.", rich_help_panel=_NET)]
+InputDim = Annotated[int | None, typer.Option(
+    help="Input dimension n0 (default: 4, or the columns of an --inputs file).", rich_help_panel=_NET,
+    show_default=False)]
+Widths = Annotated[str | None, typer.Option(
+    metavar="n0,n1,...,nL", help="All widths, e.g. 4,64,64,1 (overrides --input-dim/--width/--depth).",
+    rich_help_panel=_NET)]
+CB = Annotated[str, typer.Option("--C-b", metavar="FLOAT[,...]",
+                                 help="Bias variance C_b, or one per layer as a comma list.",
+                                 rich_help_panel=_NET)]
+CW = Annotated[str, typer.Option("--C-W", metavar="FLOAT[,...]",
+                                 help="Weight variance C_W (1 = criticality for tanh), or a comma list.",
+                                 rich_help_panel=_NET)]
+Inputs = Annotated[str, typer.Option(
+    metavar="random:N|PATH",
+    help="random:N for N standard-normal inputs (seeded by --input-seed), or a .npy/.csv file of "
+         "shape (N, n0), one input per row.", rich_help_panel=_NET)]
+InputSeed = Annotated[int, typer.Option(help="Seed of random:N inputs.", rich_help_panel=_NET)]
+Layers = Annotated[str | None, typer.Option(
+    metavar="LIST", help="Layers to show, e.g. 1,3,5-6 (default: all).", rich_help_panel=_NET,
+    show_default=False)]
+Json = Annotated[bool, typer.Option("--json", help="Print a single JSON document and nothing else.")]
+
+Networks = Annotated[int, typer.Option(help="Ensemble size (networks sampled).", rich_help_panel=_MC)]
+Seed = Annotated[int, typer.Option(help="Seed of the ensemble.", rich_help_panel=_MC)]
+Method = Annotated[str, typer.Option(
+    help="gaussian (exact in law, fast) or naive (explicit weights).", rich_help_panel=_MC)]
+Backend = Annotated[str, typer.Option(help="numpy or torch.", rich_help_panel=_MC)]
+Device = Annotated[str | None, typer.Option(help="Torch device, e.g. cpu or cuda:0.", rich_help_panel=_MC)]
+Checkpoint = Annotated[str | None, typer.Option(
+    metavar="DIR", help="Save finished shards in DIR; a rerun resumes from them.", rich_help_panel=_MC)]
+
+
+def _handle_errors(fn):
+    """Turn API errors into one red line on stderr and exit code 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (ValueError, ArithmeticError, OSError, ImportError) as exc:
+            msg = " ".join(str(exc).split()) or type(exc).__name__
+            if isinstance(exc, OSError) and exc.filename is not None and str(exc.filename) not in msg:
+                msg = f"{msg}: {exc.filename}"
+            Console(stderr=True, soft_wrap=True).print(Text(f"error: {msg}", style="bold red"))
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+# --- parsing -----------------------------------------------------------------------------------
+
+
+def _numbers(option: str, text: str, kind=float):
+    """'1.5' -> 1.5; '1,2,3' -> [1.0, 2.0, 3.0] (kind int or float; never evaluated)."""
+    parts = [p.strip() for p in str(text).split(",")]
+    try:
+        vals = [kind(p) for p in parts]
+    except ValueError:
+        what = "an integer" if kind is int else "a number"
+        raise ValueError(f"{option} must be {what} or a comma list of them, got {text!r}") from None
+    return vals[0] if len(vals) == 1 and kind is float else vals
+
+
+def _load_inputs(spec: str, input_dim: int | None, seed: int) -> np.ndarray:
+    """random:N -> N standard-normal rows of dimension input_dim; else a .npy or .csv file."""
+    if spec.startswith("random:"):
+        count = spec.split(":", 1)[1].strip()
+        if not count.isdigit() or int(count) < 1:
+            raise ValueError(f"--inputs random:N needs an integer N >= 1, got {spec!r}")
+        return np.random.default_rng(seed).standard_normal((int(count), input_dim or 4))
+    ext = os.path.splitext(spec)[1].lower()
+    if ext not in (".npy", ".csv"):
+        raise ValueError(f"--inputs must be random:N or a .npy/.csv file, got {spec!r}")
+    if not os.path.isfile(spec):
+        raise FileNotFoundError(f"inputs file not found: {spec}")
+    try:
+        if ext == ".npy":
+            return np.load(spec, allow_pickle=False)
+        return np.loadtxt(spec, delimiter=",", ndmin=2, dtype=np.float64)
+    except ValueError as exc:
+        raise ValueError(f"cannot read {spec} as a numeric {ext} array: {exc}") from None
+
+
+def _build(activation, activation_param, depth, width, input_dim, widths, C_b, C_W, inputs,
+           input_seed) -> tuple[MLP, np.ndarray]:
+    params = parse_activation_params(activation, activation_param)
+    ws = _numbers("--widths", widths, int) if widths is not None else None
+    X = _load_inputs(inputs, ws[0] if ws else input_dim, input_seed)
+    kw = dict(activation=activation, C_b=_numbers("--C-b", C_b), C_W=_numbers("--C-W", C_W),
+              activation_params=params)
+    if ws is not None:
+        return MLP(widths=ws, **kw), X
+    n0 = input_dim if input_dim is not None else (X.shape[-1] if X.ndim == 2 else 4)
+    return MLP(n0, width, depth, **kw), X
+
+
+def _layers(spec: str | None, net: MLP) -> list[int]:
+    """'1,3,5-6' -> [1, 3, 5, 6] (checked against 1..L); None -> all layers."""
+    if spec is None:
+        return list(range(1, net.depth + 1))
+    out: set[int] = set()
+    for part in spec.split(","):
+        lo, _, hi = part.strip().partition("-")
+        try:
+            a, b = int(lo), int(hi or lo)
+        except ValueError:
+            raise ValueError(f"--layers must list layers or ranges like 1,3,5-6, got {spec!r}") from None
+        if a > b:
+            raise ValueError(f"--layers range {part.strip()!r} is empty")
+        out.update(net.check_layer(l) for l in range(a, b + 1))
+    return sorted(out)
+
+
+def _measure(net, X, layers, networks, seed, method, backend, device, checkpoint, quiet):
+    from .empirical import measure  # imported lazily: theory-only use needs no engine
+
+    return measure(net, X, networks=networks, seed=seed, method=method, backend=backend, device=device,
+                   layers=layers, checkpoint=checkpoint, progress=False if quiet else None)
+
+
+# --- output ------------------------------------------------------------------------------------
+
+
+def _jsonable(obj):
+    """Arrays -> nested lists; non-finite floats -> None (strict JSON)."""
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _jsonable(obj.tolist())
+    if isinstance(obj, np.generic):
+        return _jsonable(obj.item())
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def _emit_json(doc: dict) -> None:
+    sys.stdout.write(json.dumps(_jsonable(doc), allow_nan=False) + "\n")
+
+
+def _g(x) -> str:
+    return f"{float(x):.4g}"
+
+
+def _pm(mean, err) -> str:
+    return f"{float(mean):.4g} ± {float(err):.2g}"
+
+
+def _z(z) -> Text:
+    z = float(z)
+    return Text(f"{z:+.2f}", style="green" if abs(z) < SIGMAS else "bold red")
+
+
+def _lines(items) -> str:
+    return "\n".join(items)
+
+
+def _matrix(cell, N: int, full_up_to: int) -> str:
+    """Rows of cell(a, b) for small N; the diagonal cell(a, a) otherwise."""
+    if N <= full_up_to:
+        return _lines("  ".join(cell(a, b) for b in range(N)) for a in range(N))
+    return "diag " + _lines(cell(a, a) for a in range(N))
+
+
+def _diag(V: np.ndarray) -> np.ndarray:
+    """V_{(aa)(aa)} for each input a."""
+    return np.array([V[a, a, a, a] for a in range(V.shape[0])])
+
+
+def _normalized(V, K, n_prev) -> np.ndarray:
+    """V_{(aa)(aa)} / (n_{ℓ−1} K_aa²): the dimensionless non-Gaussianity of one input."""
+    k = np.diag(K)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return _diag(V) / (n_prev * k * k)
+
+
+def _pairs(N):
+    return [(a, b) for a in range(N) for b in range(a, N)]
+
+
+def _v_entries(N):
+    """Distinct V entries under (ab)(cd) = (ba)(cd) = (cd)(ab)."""
+    p = _pairs(N)
+    return [(*p[i], *p[j]) for i in range(len(p)) for j in range(i, len(p))]
+
+
+def _header(console, net, X, extra="") -> None:
+    console.print(Text(f"{net!r}; N = {X.shape[0]} input(s){extra}", style="dim"))
+
+
+# --- commands ----------------------------------------------------------------------------------
+
+
+@app.command()
+@_handle_errors
+def theory(
+    activation: Activation = "tanh", activation_param: ActivationParam = None, depth: Depth = 6,
+    width: Width = 64, input_dim: InputDim = None, widths: Widths = None, C_b: CB = "0",
+    C_W: CW = "1", inputs: Inputs = "random:2", input_seed: InputSeed = 0, layers: Layers = None,
+    json_: Json = False,
+):
+    """Leading-order theory per layer: kernel K, four-point vertex V and 1/n correction G1 (book Ch. 4)."""
+    from . import theory as th_mod
+
+    net, X = _build(activation, activation_param, depth, width, input_dim, widths, C_b, C_W, inputs,
+                    input_seed)
+    th = th_mod.theory(net, X)
+    chosen = _layers(layers, net)
+    if json_:
+        doc = th.to_dict()
+        doc["layers"] = [dict(th.layer(l).to_dict(), V_normalized=_normalized(
+            th.layer(l).V, th.layer(l).K, th.layer(l).n_prev)) for l in chosen]
+        _emit_json(doc)
+        return
+    console = Console()
+    _header(console, net, X)
+    table = Table(title=Text("theory: K, G1 (row a, columns b), V_(aa)(aa) and V/(n K²) per input a"))
+    for col in ("ℓ", "n_{ℓ−1}", "K", "G1", "V_(aa)(aa)", "V/(n K²)"):
+        table.add_column(col, justify="right")
+    for l in chosen:
+        s = th.layer(l)
+        N = s.K.shape[0]
+        table.add_row(str(l), str(s.n_prev), _matrix(lambda a, b: _g(s.K[a, b]), N, 4),
+                      _matrix(lambda a, b: _g(s.G1[a, b]), N, 4), _lines(map(_g, _diag(s.V))),
+                      _lines(map(_g, _normalized(s.V, s.K, s.n_prev))), end_section=True)
+    console.print(table)
+
+
+@app.command()
+@_handle_errors
+def measure(
+    activation: Activation = "tanh", activation_param: ActivationParam = None, depth: Depth = 6,
+    width: Width = 64, input_dim: InputDim = None, widths: Widths = None, C_b: CB = "0",
+    C_W: CW = "1", inputs: Inputs = "random:2", input_seed: InputSeed = 0, layers: Layers = None,
+    networks: Networks = 20000, seed: Seed = 0, method: Method = "gaussian", backend: Backend = "numpy",
+    device: Device = None, checkpoint: Checkpoint = None, json_: Json = False,
+):
+    """Measure G = ⟨z z⟩ and V on an ensemble of random networks (mean ± jackknife standard error)."""
+    net, X = _build(activation, activation_param, depth, width, input_dim, widths, C_b, C_W, inputs,
+                    input_seed)
+    chosen = _layers(layers, net)
+    m = _measure(net, X, chosen, networks, seed, method, backend, device, checkpoint, json_)
+    if json_:
+        _emit_json(m.to_dict())
+        return
+    console = Console()
+    _header(console, net, X, f"; {m.networks} networks, seed {m.seed}, {m.method}, {m.backend} on {m.device}")
+    table = Table(title=Text("measured: G (row a, columns b) and V_(aa)(aa) per input a, mean ± error"))
+    for col in ("ℓ", "n_ℓ", "G", "V_(aa)(aa)"):
+        table.add_column(col, justify="right")
+    for l in chosen:
+        G = m.layer(l).G
+        N = G.shape[0]
+        g = _matrix(lambda a, b: _pm(G.mean[a, b], G.stderr[a, b]), N, 3)
+        if net.n(l) >= 2:
+            V = m.layer(l).V
+            v = _lines(_pm(V.mean[a, a, a, a], V.stderr[a, a, a, a]) for a in range(N))
+        else:
+            v = "n/a (n_ℓ = 1)"
+        table.add_row(str(l), str(net.n(l)), g, v, end_section=True)
+    console.print(table)
+
+
+@app.command()
+@_handle_errors
+def compare(
+    activation: Activation = "tanh", activation_param: ActivationParam = None, depth: Depth = 6,
+    width: Width = 64, input_dim: InputDim = None, widths: Widths = None, C_b: CB = "0",
+    C_W: CW = "1", inputs: Inputs = "random:2", input_seed: InputSeed = 0, layers: Layers = None,
+    networks: Networks = 20000, seed: Seed = 0, method: Method = "gaussian", backend: Backend = "numpy",
+    device: Device = None, checkpoint: Checkpoint = None, json_: Json = False,
+):
+    """Theory vs measurement per layer (the observables table): G vs K + G1/n, and V.
+
+    Each row passes when every entry satisfies |measured − theory| ≤ k·stderr + the O(1/n²)
+    allowance, with k the family-wise threshold (≥ 4). Layers where the 1/n expansion has broken
+    down (relative 1/n effect ε > 0.5) are shown but not judged.
+    """
+    from . import theory as th_mod
+    from .observables import compare as compare_twins
+    from .observables import family_threshold
+
+    net, X = _build(activation, activation_param, depth, width, input_dim, widths, C_b, C_W, inputs,
+                    input_seed)
+    chosen = _layers(layers, net)
+    th = th_mod.theory(net, X)
+    m = _measure(net, X, chosen, networks, seed, method, backend, device, checkpoint, json_)
+    rows = [r for r in compare_twins(th, m, layers=chosen) if r.measured is not None]
+    k = family_threshold(rows)
+    judged = [r for r in rows if r.valid]
+    passed = [r for r in judged if r.ok(k)]
+    # diagnostic: the kernel without its 1/n correction
+    no_g1 = {l: float(np.max(np.abs(m.layer(l).G.z_score(th.layer(l).K)))) for l in chosen}
+    if json_:
+        _emit_json({"net": net.to_dict(), "X": X, "networks": m.networks, "seed": m.seed, "method": m.method,
+                    "backend": m.backend, "device": m.device, "threshold": k,
+                    "rows": [r.to_dict() for r in rows], "max_abs_z_G_vs_K_alone": no_g1,
+                    "checks": {"passed": len(passed), "judged": len(judged), "total": len(rows)}})
+        return
+    console = Console()
+    _header(console, net, X, f"; {m.networks} networks, seed {m.seed}, {m.method}, {m.backend}")
+    table = Table(title=Text(f"theory vs measurement: |Δ| ≤ {k:.2f}·stderr + O(1/n²) allowance"))
+    for col in ("ℓ", "obs", "theory (diag)", "measured (diag)", "ε", "max|z|", "verdict"):
+        table.add_column(col, justify="right", no_wrap=True)
+    for r in rows:
+        diag = np.diagonal(r.theory) if r.name == "G" else np.array([r.theory[a, a, a, a] for a in range(len(X))])
+        mdiag = (np.diagonal(r.measured.mean), np.diagonal(r.measured.stderr)) if r.name == "G" else (
+            np.array([r.measured.mean[a, a, a, a] for a in range(len(X))]),
+            np.array([r.measured.stderr[a, a, a, a] for a in range(len(X))]))
+        verdict = (Text("not judged", style="dim") if not r.valid
+                   else Text("ok", style="green") if r.ok(k) else Text("FAIL", style="bold red"))
+        table.add_row(str(r.layer), r.name, _lines(_g(x) for x in diag),
+                      _lines(f"{_g(a)}±{b:.1g}" for a, b in zip(*mdiag)), f"{r.effect:.2g}",
+                      _z(r.max_abs_z()), verdict, end_section=(r.name == "V"))
+    console.print(table)
+    console.print(Text("G: E[z_a z_b] vs K + G1/n_{ℓ-1};  V: n_{ℓ-1}·Cov(z_i z_i, z_j z_j) vs V;  "
+                       "ε: relative 1/n effect (judged when ε ≤ 0.5)", style="dim"))
+    worst = max(no_g1.values()) if no_g1 else 0.0
+    console.print(Text(f"G vs K alone (no 1/n correction): max |z| = {worst:.1f}", style="dim"))
+    console.print(Text(f"{len(passed)}/{len(judged)} judged checks pass ({len(rows) - len(judged)} not judged)",
+                       style="bold green" if len(passed) == len(judged) else "bold yellow"))
+
+
+def main() -> None:  # pragma: no cover - `python -m pdlt.cli`
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
