@@ -34,13 +34,20 @@ class Expectations:
     ----------
     act : the activation.
     order2 : angular/radial Gauss–Legendre order of the 2-D polar rule.
-    order4 : Gauss–Hermite order per dimension for the 3-D/4-D moments (None: defaults).
+    order4 : Gauss–Hermite order per dimension for the 3-D/4-D moments. None (default) chooses it
+        per layer: the smallest of :data:`ORDER4_CHOICES` whose result on the few widest quartets
+        agrees with order :data:`ORDER4_REFERENCE` to ``tol4`` relative; the error estimate of the
+        last call is kept in ``quad4_error``.
+    tol4 : relative tolerance for that choice.
     """
 
-    def __init__(self, act: Activation, order2: int | None = None, order4: int | None = None):
+    def __init__(self, act: Activation, order2: int | None = None, order4: int | None = None,
+                 tol4: float = 1e-6):
         self.act = act
         self.order2 = order2 or 32
         self.order4 = order4
+        self.tol4 = tol4
+        self.quad4_error = 0.0
         self._last: dict[str, tuple[bytes, object]] = {}
 
     def _memo(self, name: str, K: np.ndarray, compute):
@@ -159,11 +166,27 @@ class Expectations:
             else:
                 C = K[idx[:, :, None], idx[:, None, :]]
                 powers = np.broadcast_to(pw, idx.shape)
-                vals = _gather(_parallel(lambda sel, C=C, powers=powers: gaussian.expect_powers(
-                    s, C[sel], powers[sel], order=self.order4, kinked=not self.act.smooth),
+                Q = self.order4 or self._choose_order4(C, powers)
+                vals = _gather(_parallel(lambda sel, C=C, powers=powers, Q=Q: gaussian.expect_powers(
+                    s, C[sel], powers[sel], order=Q, kinked=not self.act.smooth),
                     len(idx)), len(idx))
             T[scatter] = vals[owner]
         return T.reshape((N,) * 4)
+
+    def _choose_order4(self, C: np.ndarray, powers: np.ndarray) -> int:
+        """Smallest Gauss–Hermite order meeting tol4 on the widest covariances of the batch."""
+        kinked = not self.act.smooth
+        choices = ORDER4_CHOICES["kinked" if kinked else "smooth"]
+        probe = np.argsort(-np.max(np.diagonal(C, axis1=1, axis2=2), axis=1))[:3]
+        ref = gaussian.expect_powers(self.act.sigma, C[probe], powers[probe], order=ORDER4_REFERENCE)
+        scale = max(float(np.max(np.abs(ref))), 1e-300)
+        for Q in choices:
+            val = gaussian.expect_powers(self.act.sigma, C[probe], powers[probe], order=Q)
+            err = float(np.max(np.abs(val - ref))) / scale
+            if err <= self.tol4:
+                break
+        self.quad4_error = max(self.quad4_error, err)
+        return Q
 
 
 _WORKERS = max(1, min(4, os.cpu_count() or 1))
@@ -191,6 +214,11 @@ def _gather(parts, n: int) -> np.ndarray:
     for sel, val in parts:
         out[sel] = val
     return out
+
+
+#: Candidate Gauss–Hermite orders for the 3-D/4-D moments, and the reference order of the probe.
+ORDER4_CHOICES = {"smooth": (6, 8, 10, 12, 16), "kinked": (12, 16, 20)}
+ORDER4_REFERENCE = 28
 
 
 @lru_cache(maxsize=16)
