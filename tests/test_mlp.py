@@ -266,3 +266,11 @@ def test_layer_accessors():
     for bad in (0, 4, 1.0, True):
         with pytest.raises(ValueError, match=r"layer must be an integer in 1\.\.3"):
             net.check_layer(bad)
+
+
+def test_replace_moves_defaulted_learning_rates_with_the_variances():
+    net = MLP(3, 5, 2, "relu", C_b=0.1, C_W=2.0)
+    moved = net.replace(C_W=1.5, C_b=0.2)
+    assert moved.lambda_W == (1.5, 1.5) and moved.lambda_b == (0.2, 0.2)
+    fixed = MLP(3, 5, 2, "relu", C_b=0.1, C_W=2.0, lambda_W=0.7).replace(C_W=1.5)
+    assert fixed.lambda_W == (0.7, 0.7) and fixed.lambda_b == (0.1, 0.1)

@@ -48,7 +48,8 @@ class MLP:
     activation_params : parameters for a registered activation name, e.g. ``{"a": 0.2}``.
     """
 
-    __slots__ = ("widths", "activation", "C_b", "C_W", "lambda_b", "lambda_W")
+    _FIELDS = ("widths", "activation", "C_b", "C_W", "lambda_b", "lambda_W")
+    __slots__ = _FIELDS + ("_lambda_given",)
 
     def __init__(self, input_dim: int | None = None, width: int | None = None, depth: int | None = None,
                  activation="relu", C_b=0.0, C_W=2.0, lambda_b=None, lambda_W=None, *,
@@ -78,6 +79,8 @@ class MLP:
         lw = self.C_W if lambda_W is None else _per_layer("lambda_W", lambda_W, L, low=0.0, low_open=False)
         set_(self, "lambda_b", lb)
         set_(self, "lambda_W", lw)
+        # remember which rates were defaulted, so that replace(C_b=…) moves a defaulted λ_b along
+        set_(self, "_lambda_given", (lambda_b is not None, lambda_W is not None))
 
     def __setattr__(self, key, value):
         raise AttributeError("MLP is immutable; use MLP.replace(...)")
@@ -115,8 +118,11 @@ class MLP:
         every layer are carried over as one number, so the depth may change.
         """
         kw = {"widths": self.widths, "activation": self.activation, "C_b": self.C_b, "C_W": self.C_W,
-              "lambda_b": self.lambda_b, "lambda_W": self.lambda_W}
+              "lambda_b": self.lambda_b if self._lambda_given[0] else None,
+              "lambda_W": self.lambda_W if self._lambda_given[1] else None}
         for name in ("C_b", "C_W", "lambda_b", "lambda_W"):
+            if kw[name] is None:
+                continue
             if len(set(kw[name])) == 1:
                 kw[name] = kw[name][0]
         shape = {k: changes.pop(k) for k in ("input_dim", "width", "depth", "output_dim") if k in changes}
@@ -141,10 +147,10 @@ class MLP:
                 "C_W": list(self.C_W), "lambda_b": list(self.lambda_b), "lambda_W": list(self.lambda_W)}
 
     def __eq__(self, other):
-        return isinstance(other, MLP) and all(getattr(self, s) == getattr(other, s) for s in self.__slots__)
+        return isinstance(other, MLP) and all(getattr(self, s) == getattr(other, s) for s in self._FIELDS)
 
     def __hash__(self):
-        return hash(tuple(getattr(self, s) for s in self.__slots__))
+        return hash(tuple(getattr(self, s) for s in self._FIELDS))
 
     def __repr__(self) -> str:
         cb = self.C_b[0] if len(set(self.C_b)) == 1 else list(self.C_b)
