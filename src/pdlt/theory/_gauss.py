@@ -42,7 +42,7 @@ class Expectations:
     """
 
     def __init__(self, act: Activation, order2: int | None = None, order4: int | None = None,
-                 tol4: float = 1e-6):
+                 tol4: float = 1e-5):
         self.act = act
         self.order2 = order2 or 32
         self.order4 = order4

@@ -83,8 +83,12 @@ def theory(net: MLP, X, *, order2: int | None = None, order4: int | None = None)
     if not isinstance(net, MLP):
         raise ValueError(f"net must be a pdlt.MLP, got {type(net).__name__}")
     X = _validate.inputs("X", X, net.input_dim)
-    Xu, inverse = np.unique(X, axis=0, return_inverse=True)
-    inverse = inverse.reshape(-1)
+    # distinct inputs in order of first appearance: without repeats nothing is reordered or copied
+    _, first, inverse = np.unique(X, axis=0, return_index=True, return_inverse=True)
+    order = np.argsort(first)
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.size)
+    Xu, inverse = X[np.sort(first)], rank[inverse.reshape(-1)]
     E = Expectations(net.activation, order2=order2, order4=order4)
     N = Xu.shape[0]
     C_b, C_W = net.hyper(1)
