@@ -11,7 +11,8 @@ from .estimate import Estimate
 from .mlp import MLP
 from .observables import compare
 from .theory import LayerState, Theory
+from .theory.criticality import Criticality, criticality
 
 __all__ = ["MLP", "Estimate", "get_activation", "theory", "Theory", "LayerState", "measure",
-           "Measurement", "compare"]
+           "Measurement", "compare", "criticality", "Criticality"]
 __version__ = "0.1.0"

@@ -1,0 +1,915 @@
+r"""Criticality: susceptibilities, fixed points and universality classes (book Ch. 5).
+
+Single-input kernel map (book §5.1, formula sheet §1, §3)
+
+.. math:: K' = f(K) = C_b + C_W\, g(K),\qquad g(K) = \langle\sigma(z)^2\rangle_K ,
+
+parallel and perpendicular susceptibilities and the curvature of χ⊥
+
+.. math:: \chi_\parallel(K) = C_W g'(K) = \frac{C_W}{2K^2}\langle\sigma^2 (z^2-K)\rangle_K,\qquad
+          \chi_\perp(K) = C_W\langle\sigma'\sigma'\rangle_K,\qquad
+          h(K) = \tfrac12\frac{d\chi_\perp}{dK} = \frac{C_W}{4K^2}\langle\sigma'^2 (z^2-K)\rangle_K .
+
+Criticality means a fixed point K* = f(K*) with χ∥(K*) = χ⊥(K*) = 1. :func:`criticality` finds it
+for any activation — registered, :class:`~pdlt.activations.Activation` or plain callable — with no
+lookup table, and sorts the activation into one of the book's universality classes:
+
+* ``"scale-invariant"`` (§5.2): σ(λz) = λσ(z); C_b = 0, C_W = 1/A₂, a line of fixed points.
+* ``"K*=0"`` (§5.3.3): σ(0) = 0, σ′(0) = σ₁ ≠ 0, a₁ < 0; C_b = 0, C_W = 1/σ₁², K → 0 as 1/(−a₁ℓ).
+* ``"half-stable"`` (§5.3.4): a K* > 0 with g′(K*) = ⟨σ′²⟩_{K*}, where the map is tangent to the
+  diagonal with f″(K*) ≠ 0, so K* attracts from one side only (SWISH, GELU).
+* ``"none"`` (§5.3.2): no critical point (sigmoid, softplus, monomials z^p with p ≠ 1).
+
+Every class with a critical point also gets power laws fitted to the iterated single-input
+recursions of :func:`pdlt.theory` (K, V, G¹) and of the two-input δ-expansion (δK[1], δδK[2]),
+reported next to the analytic ones.
+
+Numerics: float64; 1-D Gaussian expectations by the split Gauss–Legendre rule of
+:func:`pdlt.gaussian.expect1` (≲ 1e-13 relative); derivatives of g by Hermite weights (σ only, so
+exact for kinks and for user callables); ⟨σ′²⟩ from a closed form where the activation has one.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import numpy as np
+from scipy import optimize
+
+from .. import _validate, gaussian
+from ..activations import Activation, CallableActivation, PiecewiseLinear, Step, get_activation
+from ..mlp import MLP
+from ._gauss import Expectations
+
+__all__ = ["chi_parallel", "chi_perp", "h", "kernel_map", "FixedPoint", "fixed_points", "PowerLaw",
+           "Criticality", "criticality", "CLASSES"]
+
+#: The universality classes :func:`criticality` can return.
+CLASSES = ("scale-invariant", "K*=0", "half-stable", "none")
+
+_U_EDGE = 13.0                                   # gaussian.expect1 integrates u = z/√K over [−13, 13]
+_PHI_EDGE = math.exp(-0.5 * _U_EDGE ** 2) / math.sqrt(2.0 * math.pi)
+_TAIL_RTOL = 1e-10                               # neglected tail / ⟨σ²⟩ above this: not resolvable
+_MARGINAL = 1e-8                                 # |χ∥ − 1| below this: marginal fixed point
+
+
+# ---------------------------------------------------------------------------------------------
+# validation helpers
+
+
+def _label(act: Activation) -> str:
+    """A short human-readable name of an activation for error messages and reports."""
+    if isinstance(act, CallableActivation):
+        return f"callable {act.params['fn']}"
+    p = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in act.params.items())
+    return f"{act.name}({p})" if p else act.name
+
+
+def _variances(K, *, allow_zero: bool = False) -> np.ndarray:
+    try:
+        arr = np.asarray(K, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"K must be a real number or an array of variances, got {K!r}") from None
+    bad = ~np.isfinite(arr) | ((arr < 0) if allow_zero else (arr <= 0))
+    if np.any(bad):
+        first = arr[bad].ravel()[0]
+        need = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"K must be finite and {need} (a variance); got {first!r}")
+    return arr
+
+
+def _C_W(C_W) -> float:
+    return _validate.real("C_W", C_W, low=0.0, low_open=True)
+
+
+def _C_b(C_b) -> float:
+    return _validate.real("C_b", C_b, low=0.0)
+
+
+def _K_range(K_range) -> tuple[float, float]:
+    try:
+        if isinstance(K_range, str | bytes):
+            raise TypeError
+        lo, hi = (float(k) for k in K_range)
+    except (TypeError, ValueError):
+        raise ValueError(f"K_range must be a pair (K_min, K_max) of numbers, got {K_range!r}") from None
+    if not (math.isfinite(lo) and math.isfinite(hi) and 0.0 < lo < hi):
+        raise ValueError(
+            f"K_range must be (K_min, K_max) with 0 < K_min < K_max, both finite; got {K_range!r}")
+    return lo, hi
+
+
+def _check_tails(act: Activation, K, hint: str = "") -> None:
+    """ValueError if ⟨σ²⟩_K is non-finite, or not resolved by the quadrature (mass beyond |z| = 13√K)."""
+    K = np.atleast_1d(np.asarray(K, dtype=np.float64)).ravel()
+    s = np.sqrt(K)
+    with np.errstate(all="ignore"):
+        edge = (np.maximum(act.sigma(_U_EDGE * s) ** 2, act.sigma(-_U_EDGE * s) ** 2)
+                * _U_EDGE ** 4 * _PHI_EDGE)
+        g = gaussian.expect1(lambda z: act.sigma(z) ** 2, K)
+        bad = ~np.isfinite(edge) | ~np.isfinite(g) | (edge > _TAIL_RTOL * np.abs(g))
+    if np.any(bad):
+        Kb = float(K[bad][0])
+        raise ValueError(
+            f"activation {_label(act)}: the Gaussian expectation ⟨σ²⟩_K diverges or overflows at "
+            f"K = {Kb:.3g} "
+            f"(σ grows so fast, e.g. like exp(z²), that ⟨σ²⟩_K is infinite or dominated by |z| > 13√K); "
+            f"no susceptibility or fixed point can be computed there{hint}")
+
+
+@lru_cache(maxsize=256)
+def _jump(act: Activation) -> float | None:
+    """Location of a jump discontinuity of σ on [−8, 8] (σ′ has a δ-function there), or None.
+
+    A jump keeps |Δσ| between neighbouring grid points constant under refinement; a continuous σ
+    (kinks included) has |Δσ| shrinking with the spacing.
+    """
+    if isinstance(act, Step):
+        return 0.0
+    if isinstance(act, PiecewiseLinear):
+        return None
+    zc, zf = np.linspace(-8.0, 8.0, 4001), np.linspace(-8.0, 8.0, 16001)
+    with np.errstate(all="ignore"):
+        sc, sf = np.asarray(act.sigma(zc), dtype=float), np.asarray(act.sigma(zf), dtype=float)
+    if not (np.all(np.isfinite(sc)) and np.all(np.isfinite(sf))):
+        return None                             # reported by the overflow check instead
+    dc, df = np.abs(np.diff(sc)), np.abs(np.diff(sf))
+    i = int(np.argmax(df))
+    scale = max(float(np.max(np.abs(sf))), 1e-300)
+    if df[i] > 1e-6 * scale and df[i] > 0.5 * float(np.max(dc)):
+        z = 0.5 * (zf[i] + zf[i + 1])
+        return 0.0 if abs(z) < 2e-3 else float(z)
+    return None
+
+
+def _check_no_delta(act: Activation) -> None:
+    z = _jump(act)
+    if z is not None:
+        raise ValueError(
+            f"activation {_label(act)}: no criticality: σ′ is a δ-function (σ jumps at z ≈ {z:g}), so "
+            f"χ⊥ = C_W⟨σ′σ′⟩_K = C_W⟨δ²⟩ diverges at every K; a discontinuous activation has no "
+            f"critical initialization")
+
+
+# ---------------------------------------------------------------------------------------------
+# single-variable Gaussian moments
+
+
+def _g(act: Activation, K: np.ndarray):
+    """(g, g′, g″) at variance K, from Expectations.g_derivs (Hermite weights: σ only)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        g, d2, d4 = Expectations(act).g_derivs(K)
+    return g, 0.5 * d2, 0.25 * d4
+
+
+def _sp2(act: Activation, K: np.ndarray) -> np.ndarray:
+    """⟨σ′(z)²⟩_K: closed form ⟨σ′_a σ′_b⟩ at C_aa = C_ab = C_bb = K if the activation has one."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        closed = act.closed_pair(1, 1, K, K, K)
+    if closed is not None:
+        return np.asarray(closed, dtype=np.float64)
+    return gaussian.expect1(lambda z: act.derivative(z, 1) ** 2, K)
+
+
+def _sp2_dK(act: Activation, K: np.ndarray) -> np.ndarray:
+    """d⟨σ′²⟩_K/dK = ⟨σ′²(z² − K)⟩_K/(2K²) (needs σ′ pointwise only; σ″ never appears)."""
+    return _sp2_both(act, K)[1]
+
+
+def _sp2_both(act: Activation, K: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(⟨σ′²⟩_K, d⟨σ′²⟩_K/dK) with σ′ evaluated once per quadrature node (user callables: costly)."""
+    if isinstance(act, PiecewiseLinear):
+        return _sp2(act, K), np.zeros_like(K)
+    Kb = K[..., None]
+
+    def both(z):
+        d = act.derivative(z, 1) ** 2
+        return np.stack([d, d * (z * z - Kb)])
+
+    with np.errstate(divide="ignore", invalid="ignore"):
+        m0, m2 = gaussian.expect1(both, K)
+        closed = act.closed_pair(1, 1, K, K, K)
+    sp2 = m0 if closed is None else np.asarray(closed, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return sp2, m2 / (2.0 * K * K)
+
+
+def chi_parallel(activation, K, C_W=1.0) -> np.ndarray:
+    r"""Parallel susceptibility χ∥(K) = C_W g′(K) (book §5.1).
+
+    .. math:: \chi_\parallel(K) = C_W \frac{d}{dK}\langle\sigma^2\rangle_K
+              = \frac{C_W}{2K^2}\langle\sigma(z)^2\,(z^2-K)\rangle_K
+
+    χ∥ governs the flow of the diagonal kernel, δK' = χ∥ δK (and δK[1] of two nearby inputs).
+
+    Parameters
+    ----------
+    activation : registered name, :class:`~pdlt.activations.Activation` or callable.
+    K : variance(s) K > 0, any shape.
+    C_W : weight variance > 0.
+
+    Returns an array of the shape of K.
+    """
+    act = get_activation(activation)
+    K = _variances(K)
+    C_W = _C_W(C_W)
+    _check_tails(act, K)
+    return C_W * _g(act, K)[1]
+
+
+def chi_perp(activation, K, C_W=1.0) -> np.ndarray:
+    r"""Perpendicular susceptibility χ⊥(K) = C_W ⟨σ′σ′⟩_K (book §5.1).
+
+    .. math:: \chi_\perp(K) = C_W \langle\sigma'(z)\,\sigma'(z)\rangle_K
+
+    χ⊥ multiplies the distance δδK[2] between two nearby inputs per layer. Closed forms are used
+    where the activation has ⟨σ′_aσ′_b⟩ in closed form (ReLU family, sin, erf), otherwise a 1-D
+    Gaussian quadrature of σ′². Raises ValueError for a discontinuous σ (σ′ contains a δ-function,
+    χ⊥ = ∞). K: any shape, > 0; returns an array of the same shape.
+    """
+    act = get_activation(activation)
+    K = _variances(K)
+    C_W = _C_W(C_W)
+    _check_no_delta(act)
+    _check_tails(act, K)
+    return C_W * _sp2(act, K)
+
+
+def h(activation, K, C_W=1.0) -> np.ndarray:
+    r"""Curvature h(K) = ½ dχ⊥/dK (book §5.1), the source of δδK[2] from δK[1].
+
+    .. math:: h(K) = \frac12\frac{d\chi_\perp}{dK} = \frac{C_W}{4K^2}\langle\sigma'(z)^2\,(z^2-K)\rangle_K
+
+    It enters δδK[2]' = χ⊥ δδK[2] + h (δK[1])². K: any shape, > 0; returns the same shape.
+    Exactly 0 for the scale-invariant (piecewise-linear) class.
+    """
+    act = get_activation(activation)
+    K = _variances(K)
+    C_W = _C_W(C_W)
+    _check_no_delta(act)
+    _check_tails(act, K)
+    return 0.5 * C_W * _sp2_dK(act, K)
+
+
+def kernel_map(activation, K, C_b, C_W) -> np.ndarray:
+    r"""The single-input kernel recursion K' = f(K) = C_b + C_W g(K) (book §4.3, §5.1).
+
+    .. math:: f(K) = C_b + C_W \langle \sigma(z)^2\rangle_K
+
+    K: any shape, ≥ 0; returns an array of the same shape.
+    """
+    act = get_activation(activation)
+    K = _variances(K, allow_zero=True)
+    C_b, C_W = _C_b(C_b), _C_W(C_W)
+    _check_tails(act, K[K > 0])
+    return C_b + C_W * _g(act, K)[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# fixed points of the kernel map
+
+
+@dataclass(frozen=True)
+class FixedPoint:
+    """A fixed point K* = C_b + C_W g(K*) of the single-input kernel map, with its susceptibilities.
+
+    ``stability``: ``"stable"`` (χ∥ < 1: nearby K converge exponentially), ``"unstable"`` (χ∥ > 1),
+    ``"marginal (stable for K > K*)"`` / ``"marginal (stable for K < K*)"`` (χ∥ = 1: the map is
+    tangent to the diagonal and attracts from one side, as a power law), ``"marginal"`` (χ∥ = 1,
+    side undetermined), or ``"marginal (line of fixed points: every K is fixed)"`` (scale-invariant
+    activations at C_b = 0, C_W = 1/A₂; then ``K`` is NaN and the susceptibilities hold at every K).
+    """
+
+    K: float
+    chi_parallel: float
+    chi_perp: float
+    stability: str
+
+
+def _marginal_label(f2: float, K: float) -> str:
+    if abs(f2) * max(K, 1.0) <= 1e-10:
+        return "marginal"
+    return "marginal (stable for K > K*)" if f2 < 0 else "marginal (stable for K < K*)"
+
+
+def _stability(chi_par: float, f2: float, K: float) -> str:
+    if chi_par < 1.0 - _MARGINAL:
+        return "stable"
+    if chi_par > 1.0 + _MARGINAL:
+        return "unstable"
+    return _marginal_label(f2, K)
+
+
+def _log_grid(lo: float, hi: float, per_decade: int = 40, minimum: int = 200) -> np.ndarray:
+    n = max(minimum, int(math.ceil(per_decade * math.log10(hi / lo))) + 1)
+    return np.geomspace(lo, hi, n)
+
+
+def _brent(fn, a: float, b: float) -> float:
+    return float(optimize.brentq(fn, a, b, xtol=1e-15 * a, rtol=1e-14, maxiter=500))
+
+
+def _sign_changes(y: np.ndarray) -> list[int]:
+    """Indices i with a sign change (or exact zero at i) between y[i] and y[i+1]."""
+    s = np.sign(y)
+    return [i for i in range(len(y) - 1) if s[i] == 0 or s[i] * s[i + 1] < 0]
+
+
+def fixed_points(activation, C_b, C_W, K_range=(1e-10, 1e4)) -> list[FixedPoint]:
+    r"""All fixed points K* = C_b + C_W g(K*) of the single-input kernel map in K_range (book §5.1).
+
+    .. math:: K^\star = C_b + C_W\langle\sigma^2\rangle_{K^\star},\qquad
+              \chi_\parallel(K^\star) = f'(K^\star) \lessgtr 1
+
+    Simple roots are bracketed on a log grid (40 points per decade) and refined by Brent's method to
+    |ΔK| ≲ 1e-13 K; tangent (double) roots — critical fixed points, where f(K) − K does not change
+    sign — are found as roots of χ∥ − 1 at which |f(K) − K| ≤ 1e-10 K. K = 0 is included when it is a
+    fixed point (C_b = 0 and σ(0) = 0). An empty list means K flows out of K_range (to 0 or ∞).
+
+    Returns the fixed points sorted by K.
+    """
+    act = get_activation(activation)
+    C_b, C_W = _C_b(C_b), _C_W(C_W)
+    lo, hi = _K_range(K_range)
+    Ks = _log_grid(lo, hi, per_decade=40)
+    _check_tails(act, Ks, "; narrow K_range")
+    g, g1, g2 = _g(act, Ks)
+    D = (C_b + C_W * g - Ks) / Ks                 # (f(K) − K)/K
+    out: list[FixedPoint] = []
+
+    if C_b == 0.0 and abs(float(act.sigma(np.array(0.0)))) <= 1e-12 * _sigma_scale(act):
+        # K = 0 is fixed; susceptibilities as the K → 0 limit
+        K0 = np.array([1e-14])
+        c_par = float(C_W * _g(act, K0)[1][0])
+        c_perp = float(C_W * _sp2(act, K0)[0]) if _jump(act) is None else math.inf
+        if c_par < 1.0 - _MARGINAL:
+            stab = "stable"
+        elif c_par > 1.0 + _MARGINAL:
+            stab = "unstable"
+        else:   # tangent at 0: stable from above iff f(K) < K just above 0
+            stab = "marginal (stable for K > K*)" if D[0] < 0 else "unstable"
+        out.append(FixedPoint(0.0, c_par, c_perp, stab))
+
+    if np.max(np.abs(D)) <= 1e-12:
+        c_par = float(C_W * _g(act, np.array([1.0]))[1][0])
+        c_perp = float(C_W * _sp2(act, np.array([1.0]))[0]) if _jump(act) is None else math.inf
+        return [FixedPoint(math.nan, c_par, c_perp, "marginal (line of fixed points: every K is fixed)")]
+
+    def resid(k):
+        return (C_b + C_W * float(_g(act, np.array(k))[0]) - k) / k
+
+    roots: list[tuple[float, str | None]] = []
+    for i in _sign_changes(D):
+        k = Ks[i] if D[i] == 0 else _brent(resid, Ks[i], Ks[i + 1])
+        roots.append((k, None))
+    # tangencies: χ∥ = 1 where f(K) ≈ K. Two roots of χ∥ − 1 can share one grid cell (a tangency
+    # next to a crossing), so each local minimum of |f(K) − K| is also scanned on a fine sub-grid.
+    def chi_m1(x):
+        return C_W * float(_g(act, np.array(x))[1]) - 1.0
+
+    cells = {(float(Ks[i]), float(Ks[i + 1])) for i in _sign_changes(C_W * g1 - 1.0)}
+    aD = np.abs(D)
+    for i in range(1, len(Ks) - 1):
+        if aD[i] <= aD[i - 1] and aD[i] <= aD[i + 1]:
+            sub = np.geomspace(Ks[i - 1], Ks[i + 1], 201)
+            Psub = C_W * _g(act, sub)[1] - 1.0
+            cells |= {(float(sub[j]), float(sub[j + 1])) for j in _sign_changes(Psub)}
+    tangent: list[float] = []
+    for a, b in sorted(cells):
+        k = a if chi_m1(a) == 0 else _brent(chi_m1, a, b)
+        if any(abs(k - t) <= 1e-9 * k for t in tangent):
+            continue
+        tangent.append(k)
+        if abs(resid(k)) <= 1e-10:
+            roots = [(r, s) for r, s in roots if abs(r - k) > 1e-3 * k]
+            f2 = C_W * float(_g(act, np.array(k))[2])
+            roots.append((k, _marginal_label(f2, k)))
+    roots.sort()
+    for k, label in roots:
+        kk = np.array(k)
+        _, a1, a2 = _g(act, kk)
+        c_par, f2 = C_W * float(a1), C_W * float(a2)
+        c_perp = float(C_W * _sp2(act, kk)) if _jump(act) is None else math.inf
+        out.append(FixedPoint(float(k), c_par, c_perp, label or _stability(c_par, f2, k)))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# results
+
+
+def _num(x: float) -> str:
+    """Compact number: 4 significant digits, integers without a decimal point."""
+    if x is None or not math.isfinite(x):
+        return str(x)
+    if x == 0 or (abs(x) >= 1 and abs(x - round(x)) < 1e-9 * abs(x)):
+        return str(int(round(x)))
+    return f"{x:.4g}"
+
+
+@dataclass(frozen=True)
+class PowerLaw:
+    """An asymptotic law quantity ≈ coefficient · ℓ^exponent at large depth ℓ.
+
+    ``source`` is ``"analytic"`` (a formula: from the book/formula sheet, or derived at leading order
+    as the text says) or ``"recursion fit"`` (least-squares slope of log|quantity| against log ℓ over
+    the last decade of the iterated recursions). ``coefficient`` is NaN where it depends on the
+    inputs (δK[1], δδK[2]). For ``"V/(nK²)"`` the law is V/(nK²) ≈ coefficient · ℓ^exponent / n.
+    """
+
+    quantity: str
+    coefficient: float
+    exponent: float
+    source: str
+    text: str
+
+    def at(self, ell) -> np.ndarray:
+        """coefficient · ℓ^exponent (without the 1/n of V/(nK²))."""
+        return self.coefficient * np.asarray(ell, dtype=np.float64) ** self.exponent
+
+    def to_dict(self) -> dict:
+        return {"quantity": self.quantity, "coefficient": _jsonable(self.coefficient),
+                "exponent": _jsonable(self.exponent), "source": self.source, "text": self.text}
+
+
+def _law_text(quantity: str, c: float, e: float, approx: str = "≈") -> str:
+    if quantity == "V/(nK²)":
+        lead = "" if math.isnan(c) else f"{_num(c)} "
+        ell = "ℓ" if abs(e - 1) < 1e-12 else f"ℓ^{_num(e)}"
+        return f"V/(nK²) {approx} {lead}{ell}/n"
+    if abs(e) < 1e-12 and not math.isnan(c):
+        return f"{quantity} → {_num(c)}"
+    if math.isnan(c):
+        return f"{quantity} ∝ ℓ^{_num(e)}"
+    return f"{quantity} {approx} {_num(c)} ℓ^{_num(e)}"
+
+
+def _law(quantity, c, e, source, text=None, note="") -> PowerLaw:
+    t = text or _law_text(quantity, c, e)
+    return PowerLaw(quantity, float(c), float(e), source, t + (f" {note}" if note else ""))
+
+
+def _jsonable(x):
+    if isinstance(x, float | np.floating):
+        x = float(x)
+        return x if math.isfinite(x) else None
+    return x
+
+
+@dataclass(frozen=True)
+class Criticality:
+    """The critical initialization of an activation and its universality class (book Ch. 5).
+
+    Attributes
+    ----------
+    activation : the :class:`~pdlt.activations.Activation`.
+    universality_class : ``"scale-invariant"``, ``"K*=0"``, ``"half-stable"`` or ``"none"``.
+    C_b, C_W : critical bias and weight variances (None when there is no criticality).
+    K_star : the critical fixed point (None for the scale-invariant line of fixed points and for "none").
+    a1, b1 : σ₃/σ₁ + ¾(σ₂/σ₁)² and σ₃/σ₁ + (σ₂/σ₁)² when σ(0) = 0 and σ′(0) ≠ 0, else None.
+    p_perp : exponent of δδK[2] ∝ ℓ^{−p⊥} (b₁/a₁ for K*=0; 4h(K*)/f″(K*) for half-stable).
+    stable_side : from which side the critical fixed point attracts, e.g. ``"above (K > K*)"``.
+    nu : coefficient of V/(nK²) ≈ ν ℓ/n (scale-invariant: ν(ℓ−1)/n exactly).
+    explanation : plain words: why this class, what it means in practice.
+    asymptotics : :class:`PowerLaw` entries, analytic first, then recursion fits.
+    """
+
+    activation: Activation
+    universality_class: str
+    C_b: float | None
+    C_W: float | None
+    K_star: float | None
+    a1: float | None
+    b1: float | None
+    p_perp: float | None
+    stable_side: str | None
+    nu: float | None
+    explanation: str
+    asymptotics: tuple[PowerLaw, ...] = field(default=())
+
+    def law(self, quantity: str, source: str = "analytic") -> PowerLaw | None:
+        """The asymptotic law of ``quantity`` from ``source``, or None."""
+        for p in self.asymptotics:
+            if p.quantity == quantity and p.source == source:
+                return p
+        return None
+
+    def to_dict(self) -> dict:
+        """A JSON-serializable dict (NaN/inf become None)."""
+        act = self.activation
+        return {
+            "activation": act.name,
+            "activation_params": {k: _jsonable(v) for k, v in act.params.items()},
+            "universality_class": self.universality_class,
+            **{k: _jsonable(getattr(self, k)) for k in
+               ("C_b", "C_W", "K_star", "a1", "b1", "p_perp", "stable_side", "nu")},
+            "explanation": self.explanation,
+            "asymptotics": [p.to_dict() for p in self.asymptotics],
+        }
+
+    def report(self) -> str:
+        """A readable multi-line summary."""
+        lines = [f"Criticality of {_label(self.activation)}: {self.universality_class}"]
+        if self.C_W is not None:
+            ks = "line of fixed points (every K)" if self.K_star is None else f"{self.K_star:.10g}"
+            lines.append(f"  critical C_b = {self.C_b:.10g}, C_W = {self.C_W:.10g}, K* = {ks}")
+        extra = [f"{k} = {getattr(self, k):.6g}" for k in ("a1", "b1", "p_perp", "nu")
+                 if getattr(self, k) is not None]
+        if extra:
+            lines.append("  " + ", ".join(extra))
+        if self.stable_side:
+            lines.append(f"  stable side: {self.stable_side}")
+        lines.append("")
+        lines += ["  " + s for s in _wrap(self.explanation, 94)]
+        if self.asymptotics:
+            lines += ["", "  Asymptotics (large depth ℓ):"]
+            w = max(len(p.text) for p in self.asymptotics)
+            lines += [f"    {p.text:<{w}}  [{p.source}]" for p in self.asymptotics]
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.report()
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    import textwrap
+    out = []
+    for para in text.split("\n"):
+        out += textwrap.wrap(para, width) or [""]
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# structural tests on σ
+
+
+def _sigma_scale(act: Activation) -> float:
+    with np.errstate(all="ignore"):
+        v = np.abs(act.sigma(np.linspace(-3.0, 3.0, 61)))
+    return float(np.max(v[np.isfinite(v)], initial=0.0))
+
+
+def _homogeneity(act: Activation) -> float | None:
+    """p with σ(λz) = λ^p σ(z) for λ > 0 (checked at several z, λ), or None."""
+    if isinstance(act, PiecewiseLinear):
+        return 1.0
+    zs = np.array([-2.7, -1.3, -0.45, 0.45, 1.3, 2.7])
+    lams = np.array([0.37, 2.0, 5.3])
+    with np.errstate(all="ignore"):
+        s = np.asarray(act.sigma(zs), dtype=float)
+        sl = np.asarray(act.sigma(lams[:, None] * zs[None, :]), dtype=float)
+    if not (np.all(np.isfinite(s)) and np.all(np.isfinite(sl))):
+        return None
+    i = int(np.argmax(np.abs(s)))
+    if s[i] == 0.0:
+        return None
+    r = sl[1, i] / s[i]                          # λ = 2
+    if r <= 0:
+        return None
+    p = math.log(r) / math.log(2.0)
+    if abs(p - round(p)) < 1e-9:
+        p = float(round(p))
+    pred = lams[:, None] ** p * s[None, :]
+    S = float(np.max(np.abs(pred)))
+    if np.all(np.abs(sl - pred) <= 1e-9 * np.abs(pred) + 1e-12 * S):
+        return p
+    return None
+
+
+def _smooth_at_zero(act: Activation) -> bool:
+    """σ′ and σ″ continuous at 0 (one-sided polynomial fits agree); registered smooth ones: True."""
+    if not isinstance(act, CallableActivation):
+        return act.smooth and act.kink is None
+    hs = 0.02 * np.arange(1, 9)
+    s0 = float(act.sigma(np.array(0.0)))
+    ders = []
+    for side in (1.0, -1.0):
+        z = side * hs
+        A = np.stack([z ** k for k in range(1, 7)], axis=1)
+        c = np.linalg.lstsq(A, act.sigma(z) - s0, rcond=None)[0]
+        ders.append((c[0], 2.0 * c[1]))
+    (p1, p2), (m1, m2) = ders
+    return abs(p1 - m1) <= 1e-5 * (1 + abs(p1)) and abs(p2 - m2) <= 1e-3 * (1 + abs(p1) + abs(p2))
+
+
+def _taylor0(act: Activation) -> tuple[float, float, float, float]:
+    with np.errstate(all="ignore"):
+        return tuple(float(np.asarray(act.derivative(np.array(0.0), k))) for k in range(4))
+
+
+# ---------------------------------------------------------------------------------------------
+# asymptotics from the iterated recursions
+
+
+def _trajectory(act: Activation, C_b: float, C_W: float, K1: float, depth: int):
+    """K, V, G¹ (single input, equal widths, per unit 1/n) and δK[1], δδK[2] for ℓ = 1..depth."""
+    from .network import theory    # pdlt.theory's own single-input path: the twin of these laws
+
+    x = math.sqrt(max(K1 - C_b, 0.0) / C_W)
+    net = MLP(input_dim=1, width=1, depth=depth, activation=act, C_b=C_b, C_W=C_W)
+    try:
+        th = theory(net, np.array([[x]]))
+    except OverflowError:          # the recursion left the regime of any real network: no fits
+        return None
+    K = np.array([s.K[0, 0] for s in th.layers])
+    V = np.array([s.V[0, 0, 0, 0] for s in th.layers])
+    G1 = np.array([s.G1[0, 0] for s in th.layers])
+    c_par = C_W * _g(act, K)[1]
+    sp2, dsp2 = _sp2_both(act, K)
+    c_perp, hh = C_W * sp2, 0.5 * C_W * dsp2
+    d1, d2 = np.empty(depth), np.empty(depth)
+    d1[0] = d2[0] = 1.0
+    for i in range(depth - 1):     # δ-expansion, formula sheet §3
+        d1[i + 1] = c_par[i] * d1[i]
+        d2[i + 1] = c_perp[i] * d2[i] + hh[i] * d1[i] ** 2
+    return {"K": K, "V": V, "G1": G1, "chi_par": c_par, "chi_perp": c_perp, "d1": d1, "d2": d2}
+
+
+def _fit(quantity: str, values: np.ndarray, depth: int) -> PowerLaw | None:
+    """Least-squares log-log slope over the last decade ℓ ∈ [depth/10, depth]."""
+    ell = np.arange(1, depth + 1, dtype=np.float64)
+    sel = ell >= max(2.0, depth / 10.0)
+    y = values[sel]
+    if y.size < 3 or not np.all(np.isfinite(y)) or np.any(y == 0):
+        return None
+    sgn = float(np.sign(y[-1]))
+    if np.any(np.sign(y) != sgn):
+        return None
+    e, c = np.polyfit(np.log(ell[sel]), np.log(np.abs(y)), 1)
+    return _law(quantity, sgn * math.exp(c), e, "recursion fit")
+
+
+def _fits(traj: dict | None, depth: int, K_star: float | None, scale_invariant: bool,
+          note: str = "") -> list[PowerLaw]:
+    if traj is None:
+        return []
+    K = traj["K"]
+    series = []
+    if scale_invariant:
+        series += [("K/K⁽¹⁾", K / K[0]), ("V/(nK²)", traj["V"] / K ** 2)]
+    else:
+        series += [("K" if not K_star else "K − K*", K - (K_star or 0.0)),
+                   ("1 − χ∥", 1.0 - traj["chi_par"]), ("1 − χ⊥", 1.0 - traj["chi_perp"]),
+                   ("δK[1]", traj["d1"]), ("δδK[2]", traj["d2"]),
+                   ("V/(nK²)", traj["V"] / K ** 2), ("G1", traj["G1"])]
+    out = []
+    for q, v in series:
+        p = _fit(q, v, depth)
+        if p is not None and note:
+            p = PowerLaw(p.quantity, p.coefficient, p.exponent, p.source, f"{p.text} {note}")
+        if p is not None:
+            out.append(p)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# the classifier
+
+
+def criticality(activation, *, K_range=(1e-6, 60.0), depth=2000) -> Criticality:
+    r"""Critical initialization (C_b, C_W) and universality class of an activation (book Ch. 5).
+
+    Criticality: a fixed point of the kernel map with both susceptibilities equal to one,
+
+    .. math:: K^\star = C_b + C_W\langle\sigma^2\rangle_{K^\star},\qquad
+              \chi_\parallel(K^\star) = C_W g'(K^\star) = 1,\qquad
+              \chi_\perp(K^\star) = C_W\langle\sigma'^2\rangle_{K^\star} = 1 .
+
+    Decision procedure (no lookup tables; works for any activation or user callable):
+
+    1. σ(λz) = λ^p σ(z) checked numerically: p = 1 → ``"scale-invariant"`` (§5.2) with C_b = 0,
+       C_W = 1/A₂, A₂ = g(1), ν = 3A₄/A₂² − 1 (A₄ = ⟨σ⁴⟩₁/3); p ≠ 1 → ``"none"``, since
+       χ∥/χ⊥ = (2p−1)/p ≠ 1 at every K (§5.3.2).
+    2. σ(0) = 0, σ′(0) = σ₁ ≠ 0 (σ smooth at 0): a₁ = σ₃/σ₁ + ¾(σ₂/σ₁)², b₁ = σ₃/σ₁ + (σ₂/σ₁)²;
+       a₁ < 0 → ``"K*=0"`` (§5.3.3) with C_b = 0, C_W = 1/σ₁², p⊥ = b₁/a₁, ν = 2/3.
+    3. Otherwise roots K* of g′(K) = ⟨σ′²⟩_K on a log grid over K_range (Brent, |ΔK| ≲ 1e-13 K),
+       C_W = 1/⟨σ′²⟩_{K*}, C_b = K* − C_W g(K*) ≥ 0 (the smallest such K*); f″(K*) = C_W g″(K*) ≠ 0
+       → ``"half-stable"`` (§5.3.4), stable from above if f″ < 0, from below if f″ > 0.
+    4. Otherwise ``"none"`` with the reason in plain words.
+
+    Then the single-input recursions for K, V, G¹ (via :func:`pdlt.theory`) and the δ-expansion
+    for δK[1], δδK[2] are iterated for ``depth`` layers from the critical point's stable side and
+    log-log slopes are fitted on the last decade, next to the analytic power laws.
+
+    Parameters
+    ----------
+    activation : registered name, :class:`~pdlt.activations.Activation` or callable σ(z).
+    K_range : (K_min, K_max), 0 < K_min < K_max: where to search for K* > 0.
+    depth : number of layers for the fitted power laws (≥ 20).
+
+    Raises ValueError for a discontinuous activation (σ′ ∝ δ: χ⊥ diverges), for one whose Gaussian
+    expectations diverge in K_range (e.g. exp(z²)), and for an invalid K_range or depth.
+    """
+    act = get_activation(activation)
+    lo, hi = _K_range(K_range)
+    depth = _validate.positive_int("depth", depth, minimum=20)
+    Ks = _log_grid(lo, hi)
+    _check_tails(act, Ks, "; narrow K_range")
+    _check_no_delta(act)
+    scale = _sigma_scale(act)
+    if scale == 0.0:
+        raise ValueError(f"activation {_label(act)} is identically zero on [-3, 3]: nothing propagates")
+
+    p = _homogeneity(act)
+    if p is not None and abs(p - 1.0) <= 1e-9:
+        return _scale_invariant(act, depth)
+    if p is not None:
+        return _homogeneous_none(act, p)
+
+    s0, s1, s2, s3 = _taylor0(act)
+    zero_at_0 = abs(s0) <= 1e-12 * scale
+    smooth0 = _smooth_at_zero(act)
+    a1 = b1 = None
+    if zero_at_0 and smooth0 and abs(s1) > 1e-8 * scale:
+        a1 = s3 / s1 + 0.75 * (s2 / s1) ** 2
+        b1 = s3 / s1 + (s2 / s1) ** 2
+        if a1 < -1e-9:
+            return _k_star_zero(act, s1, a1, b1, depth)
+        why_not_0 = (f"σ(0) = 0 and σ′(0) = {s1:.6g}, but a₁ = σ₃/σ₁ + ¾(σ₂/σ₁)² = {a1:.6g} ≥ 0: with "
+                     f"C_b = 0, C_W = 1/σ₁² the kernel map K' = K + a₁K² + … pushes K away from 0 "
+                     f"(or is flat), so K* = 0 is not an attractive critical point.")
+    elif not zero_at_0:
+        why_not_0 = (f"σ(0) = {s0:.6g} ≠ 0 rules out K* = 0: even at C_b = 0 the next layer has "
+                     f"K' → C_W σ(0)² > 0 as K → 0, so K = 0 is not a fixed point.")
+    elif not smooth0:
+        why_not_0 = ("σ(0) = 0 but σ is not twice differentiable at 0 (its one-sided derivatives "
+                     "differ), so the K* = 0 expansion (a₁, b₁) does not apply.")
+    else:
+        why_not_0 = (f"σ(0) = 0 and σ′(0) = {s1:.3g} ≈ 0: χ⊥ → C_W σ′(0)² = 0 as K → 0, so K* = 0 "
+                     f"cannot be critical.")
+
+    # step 3: K* > 0 with χ∥ = χ⊥
+    g, g1, _ = _g(act, Ks)
+    sp = _sp2(act, Ks)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        R = g1 / sp - 1.0
+    if not np.all(np.isfinite(R)):
+        k = float(Ks[~np.isfinite(R)][0])
+        raise ValueError(f"activation {_label(act)}: χ∥/χ⊥ is not finite at K = {k:.3g} (⟨σ′²⟩_K = "
+                         f"{float(sp[~np.isfinite(R)][0]):.3g}); narrow K_range")
+
+    def ratio(k):
+        kk = np.array(k)
+        return float(_g(act, kk)[1] / _sp2(act, kk)) - 1.0
+
+    roots, rejected = [], []
+    for i in _sign_changes(R):
+        k = float(Ks[i]) if R[i] == 0 else _brent(ratio, float(Ks[i]), float(Ks[i + 1]))
+        kk = np.array(k)
+        gk, _, g2k = (float(x) for x in _g(act, kk))
+        C_W = 1.0 / float(_sp2(act, kk))
+        C_b = k - C_W * gk
+        if C_b < -1e-12 * k:
+            rejected.append((k, C_b))
+            continue
+        roots.append((k, max(C_b, 0.0), C_W, C_W * g2k))
+    if roots:
+        return _half_stable(act, roots, rejected, a1, b1, why_not_0, (lo, hi), depth)
+
+    rmin, rmax = float(np.min(R + 1.0)), float(np.max(R + 1.0))
+    reason = (f"{why_not_0} And g′(K) − ⟨σ′²⟩_K has no root for K in ({lo:g}, {hi:g}): χ∥/χ⊥ stays "
+              f"between {rmin:.4g} and {rmax:.4g} there, so no choice of C_b, C_W makes χ∥ = χ⊥ = 1 "
+              f"at a fixed point.")
+    if rejected:
+        reason += (" (Roots at K = " + ", ".join(f"{k:.6g}" for k, _ in rejected)
+                   + " would need a negative bias variance C_b.)")
+    reason += (" In practice: there is no initialization that keeps both the size and the angles of "
+               "signals from changing exponentially with depth; such networks must stay shallow "
+               "(or use a different activation).")
+    return Criticality(act, "none", None, None, None, a1, b1, None, None, None, reason, ())
+
+
+def _scale_invariant(act: Activation, depth: int) -> Criticality:
+    E = Expectations(act)
+    A2 = float(E.g_derivs(np.array(1.0))[0])
+    A4 = float(E.sigma4(np.array(1.0))) / 3.0
+    if not A2 > 0:
+        raise ValueError(f"activation {_label(act)} has ⟨σ²⟩ = 0")
+    C_W = 1.0 / A2
+    nu = 3.0 * A4 / A2 ** 2 - 1.0
+    he = " (He initialization)" if abs(C_W - 2.0) < 1e-12 else ""
+    expl = (f"σ(λz) = λσ(z) for every λ > 0 (σ is linear on each half-line), so ⟨σ²⟩_K = A₂K with "
+            f"A₂ = {A2:.6g}, and χ∥ = χ⊥ = C_W·A₂ at every K (h = 0). Criticality needs C_b = 0 and "
+            f"C_W = 1/A₂ = {C_W:.10g}: then every K is a fixed point (a line of fixed points), so the "
+            f"size of each input's signal is preserved exactly through depth, neither exploding nor "
+            f"vanishing. In practice: initialize with zero bias variance and weight variance "
+            f"{C_W:.6g}/fan-in{he}. The leading finite-width effect grows linearly with depth, "
+            f"V/(nK²) = ν(ℓ−1)/n with ν = 3A₄/A₂² − 1 = {nu:.6g} (A₄ = ⟨σ⁴⟩_1/3 = {A4:.6g}; ν ≥ 2 "
+            f"always): keep the depth-to-width ratio L/n well below 1/ν = {1 / nu:.3g}.")
+    laws = [_law("K/K⁽¹⁾", 1.0, 0.0, "analytic", "K = K⁽¹⁾ (constant: line of fixed points)"),
+            _law("V/(nK²)", nu, 1.0, "analytic", f"V/(nK²) = {_num(nu)}(ℓ−1)/n"),
+            _law("G1", 0.0, 0.0, "analytic", "G1 = 0 (E[z²] propagates exactly)")]
+    laws += _fits(_trajectory(act, 0.0, C_W, 1.0, depth), depth, None, True)
+    return Criticality(act, "scale-invariant", 0.0, C_W, None, None, None, None, None, nu, expl,
+                       tuple(laws))
+
+
+def _homogeneous_none(act: Activation, p: float) -> Criticality:
+    if p == 0.0:
+        reason = ("σ is constant: the next layer's preactivations do not depend on the input at all "
+                  "(χ∥ = χ⊥ = 0), so there is nothing to make critical.")
+    elif p <= 0.5:
+        reason = (f"σ is homogeneous of degree p = {_num(p)} ≤ 1/2: ⟨σ′²⟩_K diverges (σ′ ∝ |z|^(p−1) "
+                  f"is not square-integrable at 0), so χ⊥ is infinite.")
+    else:
+        reason = (f"σ is homogeneous of degree p = {_num(p)} (σ(λz) = λ^p σ(z), like the monomial z^p), "
+                  f"so ⟨σ²⟩_K ∝ K^p and χ∥/χ⊥ = (2p−1)/p = {(2 * p - 1) / p:.6g} at every K and for every "
+                  f"C_b, C_W: χ∥ and χ⊥ can never both be 1. In practice: the kernel either explodes or "
+                  f"collapses (for p > 1, K' ∝ K^p runs off super-exponentially), so such networks "
+                  f"must stay shallow.")
+    return Criticality(act, "none", None, None, None, None, None, None, None, None, reason, ())
+
+
+def _k_star_zero(act: Activation, s1: float, a1: float, b1: float, depth: int) -> Criticality:
+    C_W = 1.0 / s1 ** 2
+    p_perp = b1 / a1
+    nu = 2.0 / 3.0
+    expl = (f"σ(0) = 0 and σ′(0) = σ₁ = {s1:.6g} ≠ 0, with a₁ = σ₃/σ₁ + ¾(σ₂/σ₁)² = {a1:.6g} < 0. "
+            f"With C_b = 0 and C_W = 1/σ₁² = {C_W:.10g} the kernel map is K' = K + a₁K² + O(K³): "
+            f"K* = 0 is a fixed point with χ∥ = χ⊥ = 1, approached from above only slowly, as the "
+            f"power law K ≈ 1/((−a₁)ℓ) = {1 / -a1:.4g}/ℓ instead of exponentially, so signals "
+            f"(and gradients) survive through very deep networks. Nearby inputs stay distinguishable: "
+            f"their distance decays as ℓ^(−p⊥) with p⊥ = b₁/a₁ = {p_perp:.4g}. In practice: "
+            f"initialize with zero bias variance and weight variance {C_W:.6g}/fan-in; any other "
+            f"choice makes the kernel shrink or blow up exponentially with depth. Finite-width "
+            f"effects grow as V/(nK²) ≈ (2/3)ℓ/n, so the depth-to-width ratio L/n controls how far "
+            f"the network is from its infinite-width (Gaussian) limit.")
+    laws = [_law("K", 1.0 / -a1, -1.0, "analytic"),
+            _law("1 − χ∥", 2.0, -1.0, "analytic"),
+            _law("1 − χ⊥", p_perp, -1.0, "analytic"),
+            _law("δK[1]", math.nan, -2.0, "analytic"),
+            _law("δδK[2]", math.nan, -p_perp, "analytic"),
+            _law("V/(nK²)", nu, 1.0, "analytic"),
+            _law("G1", 1.0 / (3.0 * a1), 0.0, "analytic")]
+    laws += _fits(_trajectory(act, 0.0, C_W, 1.0, depth), depth, None, False)
+    return Criticality(act, "K*=0", 0.0, C_W, 0.0, a1, b1, p_perp, "above (K > K*)", nu, expl,
+                       tuple(laws))
+
+
+def _half_stable(act, roots, rejected, a1, b1, why_not_0, K_range, depth) -> Criticality:
+    K_star, C_b, C_W, f2 = roots[0]
+    kk = np.array(K_star)
+    notes = ""
+    if len(roots) > 1:
+        notes += (" Other solutions of χ∥ = χ⊥ = 1 in K_range: K* = "
+                  + ", ".join(f"{r[0]:.6g} (C_b = {r[1]:.6g}, C_W = {r[2]:.6g})" for r in roots[1:]) + ".")
+    if rejected:
+        notes += (" Roots at K = " + ", ".join(f"{k:.6g}" for k, _ in rejected)
+                  + " were discarded: they would need a negative bias variance.")
+    if abs(f2) * max(K_star, 1.0) <= 1e-10:
+        expl = (f"{why_not_0} χ∥ = χ⊥ at K* = {K_star:.10g} (C_b = {C_b:.10g}, C_W = {C_W:.10g}), but "
+                f"there the map's curvature f″(K*) vanishes too, so the fixed point's stability needs "
+                f"higher orders; no universality class is assigned.{notes}")
+        return Criticality(act, "none", C_b, C_W, K_star, a1, b1, None, None, None, expl, ())
+    above = f2 < 0
+    side = "above (K > K*)" if above else "below (K < K*)"
+    hK = 0.5 * C_W * float(_sp2_dK(act, kk))
+    p_perp = 4.0 * hK / f2
+    g0 = float(_g(act, kk)[0])
+    A = C_W ** 2 * (float(Expectations(act).sigma4(kk)) - g0 * g0)
+    nu = A / (5.0 * K_star ** 2)
+    ell_c = 2.0 / (abs(f2) * K_star)
+    others = [fp for fp in fixed_points(act, C_b, C_W, K_range=(K_range[0], max(K_range[1], 4 * K_star)))
+              if fp.K == fp.K and abs(fp.K - K_star) > 1e-6 * K_star]
+    wrong = [fp for fp in others if (fp.K < K_star) == above]
+    if wrong:
+        fp = min(wrong, key=lambda q: abs(q.K - K_star))
+        fate = (f" Inputs on the other side flow away from K* to the {fp.stability} fixed point at "
+                f"K = {fp.K:.4g}, which is not critical (χ∥ = {fp.chi_parallel:.6g}, "
+                f"χ⊥ = {fp.chi_perp:.6g})")
+        if fp.chi_perp < 1:
+            fate += (f": there nearby inputs become indistinguishable over about "
+                     f"1/|ln χ⊥| ≈ {1 / abs(math.log(fp.chi_perp)):.3g} layers.")
+        else:
+            fate += ": there nearby inputs are driven apart (χ⊥ > 1)."
+    else:
+        fate = " Inputs on the other side drift away from K*" + (" towards K = 0." if above else ".")
+    flat = (f" The map is very flat at K* (|f″(K*)| = {abs(f2):.3g}): a deviation ΔK₀ only shrinks "
+            f"as ΔK₀/(1 + |f″|ΔK₀ℓ/2), so for depths up to ℓ_c = 2/(|f″|K*) ≈ {ell_c:.3g} a deviation "
+            f"of order K* hardly decays, and the 1/ℓ power law only holds for ℓ ≫ ℓ_c."
+            if ell_c > 50 else "")
+    expl = (f"{why_not_0} Instead χ∥/χ⊥ = 1 at K* = {K_star:.10g} > 0, and choosing C_W = 1/⟨σ′²⟩_K* "
+            f"= {C_W:.10g}, C_b = K* − C_W⟨σ²⟩_K* = {C_b:.10g} makes K* a fixed point with "
+            f"χ∥ = χ⊥ = 1. There the kernel map is tangent to the diagonal with curvature "
+            f"f″(K*) = C_W g″(K*) = {f2:.4g} {'<' if above else '>'} 0, so K* attracts only from "
+            f"{'above' if above else 'below'} (half-stable): inputs whose first-layer kernel "
+            f"K⁽¹⁾ = C_b + C_W|x|²/n₀ is {'larger' if above else 'smaller'} than K* approach it as a "
+            f"power law, K − K* ≈ {-2 / f2:.4g}/ℓ.{fate}{flat} In practice: use C_b = {C_b:.6g}, "
+            f"C_W = {C_W:.6g}/fan-in and scale the inputs so that K⁽¹⁾ ≈ K* = {K_star:.4g}, erring "
+            f"on the {'high' if above else 'low'} side. The power laws marked 'derived' below are "
+            f"leading-order results of expanding the map about K* (not from the book; the recursion "
+            f"fits check them).{notes}")
+    laws = [_law("K − K*", -2.0 / f2, -1.0, "analytic", note="(derived)"),
+            _law("1 − χ∥", 2.0, -1.0, "analytic", note="(derived)"),
+            _law("1 − χ⊥", p_perp, -1.0, "analytic", note="(derived)"),
+            _law("δK[1]", math.nan, -2.0, "analytic", note="(derived)"),
+            _law("δδK[2]", math.nan, -p_perp, "analytic", note="(derived)"),
+            _law("V/(nK²)", nu, 1.0, "analytic", note="(derived)"),
+            _law("G1", f2 * A / 40.0, 2.0, "analytic", note="(derived)")]
+    K1 = 2.0 * K_star if above else max(0.5 * K_star, 0.5 * (C_b + K_star))
+    traj = _trajectory(act, C_b, C_W, K1, depth)
+    pre = f"(pre-asymptotic: ℓ_c ≈ {ell_c:.3g})" if depth < 100 * ell_c else ""
+    laws += _fits(traj, depth, K_star, False, pre)
+    return Criticality(act, "half-stable", C_b, C_W, K_star, a1, b1, p_perp, side, nu, expl, tuple(laws))
