@@ -130,3 +130,111 @@ def test_bad_measure_options():
         result = run("measure", *TINY, *args)
         assert result.exit_code == 2, result.output
         assert result.output.startswith("error: ") and "Traceback" not in result.output
+
+
+# --- pdlt criticality / pdlt tune (book Ch. 5, App. A) -----------------------------------------
+
+
+@pytest.fixture
+def crit_engine():
+    """Commands built on the criticality engine skip until pdlt.theory.criticality exists."""
+    return pytest.importorskip("pdlt.theory.criticality")
+
+
+def flat(text):
+    return " ".join(text.split())
+
+
+@pytest.mark.parametrize("command, options", [
+    (["criticality"], ["ACT", "--activation-param", "--json"]),
+    (["tune"], ["--activation", "--width", "--n-out", "--xi", "--activation-param", "--json"]),
+])
+def test_criticality_and_tune_help(command, options):
+    result = run(*command, "--help")
+    assert result.exit_code == 0, result.output
+    assert "Usage" in result.output
+    for option in options:
+        assert option in result.output
+
+
+def test_criticality_json(crit_engine):
+    result = run("criticality", "relu", "--json")
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)  # one JSON document, nothing else
+    assert doc == json.loads(json.dumps(crit_engine.criticality("relu").to_dict(), default=str))
+    assert doc["universality_class"] == "scale-invariant"
+    assert doc["C_W"] == pytest.approx(2.0) and doc["C_b"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_criticality_activation_param_and_table(crit_engine):
+    result = run("criticality", "leaky_relu", "--activation-param", "a=0.2", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["C_W"] == pytest.approx(2.0 / 1.04, rel=1e-6)
+    result = run("criticality", "tanh")
+    assert result.exit_code == 0, result.output
+    out = flat(result.output)
+    assert "Criticality of tanh: K*=0" in out and "asymptotics" in out
+
+
+def test_criticality_sigmoid_has_none(crit_engine):
+    result = run("criticality", "sigmoid")
+    assert result.exit_code == 0, result.output
+    out = flat(result.output)
+    assert "Criticality of sigmoid: none" in out and "no criticality" in out
+    result = run("criticality", "sigmoid", "--json")
+    assert json.loads(result.stdout)["universality_class"] == "none"
+
+
+def test_tune_json(crit_engine):
+    aspect = pytest.importorskip("pdlt.theory.aspect_ratio")
+    result = run("tune", "--activation", "tanh", "--width", "128", "--json")
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["universality_class"] == "K*=0"
+    assert doc["C_W"] == pytest.approx(1.0) and doc["C_b"] == pytest.approx(0.0, abs=1e-12)
+    assert doc["width"] == 128 and doc["n_out"] == 1 and doc["xi"] == 0.0
+    assert doc["recommended_max_depth"] == aspect.recommended_max_depth("tanh", 128, n_L=1, xi=0.0)
+    assert doc["optimal_aspect_ratio"] == pytest.approx(aspect.optimal_aspect_ratio(2.0 / 3.0, 1))  # ν = 2/3
+    assert doc["learning_rate"]["implemented"] is False
+    assert "not yet implemented" in doc["learning_rate"]["note"]
+
+
+def test_tune_residual_scales_the_critical_point(crit_engine):
+    aspect = pytest.importorskip("pdlt.theory.aspect_ratio")
+    result = run("tune", "--activation", "relu", "--width", "512", "--xi", "0.5", "--n-out", "3", "--json")
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["network"] == "residual"
+    assert doc["C_W"] == pytest.approx(0.75 * 2.0) and doc["C_b"] == pytest.approx(0.0, abs=1e-12)  # (1 − ξ²)·2
+    assert doc["recommended_max_depth"] == aspect.recommended_max_depth("relu", 512, n_L=3, xi=0.5)
+    result = run("tune", "--activation", "relu", "--width", "512", "--xi", "1.5")
+    assert result.exit_code == 2 and result.output.startswith("error: "), result.output
+
+
+def test_tune_table(crit_engine):
+    pytest.importorskip("pdlt.theory.aspect_ratio")
+    result = run("tune", "--activation", "relu", "--width", "256", "--n-out", "10")
+    assert result.exit_code == 0, result.output
+    out = flat(result.output)
+    for words in ("scale-invariant", "C_b, C_W", "max depth", "learning rates", "NTK issue"):
+        assert words in out, out
+
+
+@pytest.mark.parametrize("args, words", [
+    (["criticality", "nope"], "unknown activation"),
+    (["criticality", "leaky_relu", "--activation-param", "b=1"], "no parameter 'b'"),
+    (["tune", "--activation", "nope", "--width", "64"], "unknown activation"),
+])
+def test_criticality_and_tune_bad_input(args, words):
+    result = run(*args)
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and words in lines[0], result.output
+
+
+def test_tune_sigmoid_is_an_error(crit_engine):
+    pytest.importorskip("pdlt.theory.aspect_ratio")
+    result = run("tune", "--activation", "sigmoid", "--width", "64")
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "no criticality" in lines[0]

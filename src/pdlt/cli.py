@@ -17,10 +17,11 @@ from typing import Annotated
 import numpy as np
 import typer
 from rich.console import Console
+from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from .activations import REGISTRY, parse_activation_params
+from .activations import REGISTRY, get_activation, parse_activation_params
 from .mlp import MLP
 
 __all__ = ["app"]
@@ -368,6 +369,125 @@ def compare(
     console.print(Text(f"G vs K alone (no 1/n correction): max |z| = {worst:.1f}", style="dim"))
     console.print(Text(f"{len(passed)}/{len(judged)} judged checks pass ({len(rows) - len(judged)} not judged)",
                        style="bold green" if len(passed) == len(judged) else "bold yellow"))
+
+
+# --- criticality and tuning (book Ch. 5, App. A) -----------------------------------------------
+
+ActArg = Annotated[str, typer.Argument(metavar="ACT", help=f"Activation: {', '.join(sorted(REGISTRY))}.",
+                                       show_default=False)]
+
+LEARNING_RATE_NOTE = ("the depth-appropriate scaling of the learning rates λ_b, λ_W comes from the neural "
+                      "tangent kernel analysis (book Ch. 8–9), planned in the NTK issue and not yet "
+                      "implemented: pdlt recommends no learning rate yet")
+
+
+def _activation(name: str, params: list[str] | None):
+    return get_activation(name, **parse_activation_params(name, params))
+
+
+def _act_label(act) -> str:
+    p = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in act.params.items())
+    return f"{act.name}({p})" if p else act.name
+
+
+@app.command()
+@_handle_errors
+def criticality(act: ActArg, activation_param: ActivationParam = None, json_: Json = False):
+    """Criticality of an activation (book Ch. 5): universality class, critical (C_b, C_W), K*, asymptotics."""
+    a = _activation(act, activation_param)
+    from .theory.criticality import criticality as solve
+
+    crit = solve(a)
+    if json_:
+        _emit_json(crit.to_dict())
+        return
+    _print_criticality(Console(), a, crit)
+
+
+def _print_criticality(console: Console, act, crit) -> None:
+    """Criticality.report() laid out with rich: the numbers, the explanation, the asymptotic laws."""
+    cls = crit.universality_class
+    none = cls == "none"
+    console.print(Text(f"Criticality of {_act_label(act)}: {cls}", style="bold yellow" if none else "bold green"))
+    table = Table(show_header=False, box=None, padding=(0, 2))
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("universality class", cls)
+    if crit.C_W is not None:
+        table.add_row("critical C_b, C_W", f"{crit.C_b:.10g}, {crit.C_W:.10g}")
+        table.add_row("fixed point K*", "a line of fixed points (every K)" if crit.K_star is None
+                      else f"{crit.K_star:.10g}")
+    for key in ("a1", "b1", "p_perp", "nu"):
+        if getattr(crit, key) is not None:
+            table.add_row(key, f"{getattr(crit, key):.6g}")
+    if crit.stable_side:
+        table.add_row("stable side", crit.stable_side)
+    console.print(table)
+    console.print(Panel(Text(crit.explanation), title="what it means (book Ch. 5)", title_align="left",
+                        border_style="yellow" if none else "green"))
+    if crit.asymptotics:
+        laws = Table(title=Text("asymptotics at large depth ℓ"), title_justify="left")
+        laws.add_column("law")
+        laws.add_column("source")
+        for law in crit.asymptotics:
+            laws.add_row(law.text, law.source)
+        console.print(laws)
+    if none:
+        console.print(Text(f"{_act_label(act)} has no criticality (universality class 'none'): no choice of "
+                           "(C_b, C_W) keeps deep signals from decaying or exploding exponentially.",
+                           style="bold yellow"))
+
+
+@app.command()
+@_handle_errors
+def tune(
+    activation: Annotated[str, typer.Option(help=f"Activation: {', '.join(sorted(REGISTRY))}.",
+                                            show_default=False)],
+    width: Annotated[int, typer.Option(help="Hidden width n of the network.", show_default=False)],
+    n_out: Annotated[int, typer.Option(help="Output width n_L.")] = 1,
+    xi: Annotated[float, typer.Option(
+        help="Residual skip strength ξ, |ξ| < 1: z' = ξz + b + Wσ(z) (App. B); 0 for a plain MLP.")] = 0.0,
+    activation_param: ActivationParam = None,
+    json_: Json = False,
+):
+    """Practical initialization for a width: critical (C_b, C_W), class and maximum depth from r* (App. A)."""
+    a = _activation(activation, activation_param)
+    from .theory.aspect_ratio import class_nu, optimal_aspect_ratio, recommended_max_depth
+    from .theory.criticality import criticality as solve
+    from .theory.residual import residual_critical
+
+    crit = solve(a)
+    if crit.universality_class == "none":
+        raise ValueError(f"{_act_label(a)} has no criticality (universality class 'none'), so there are no "
+                         f"critical (C_b, C_W) to recommend: {crit.explanation}")
+    C_b, C_W = (float(crit.C_b), float(crit.C_W)) if xi == 0.0 else map(float, residual_critical(a, xi))
+    max_depth = int(recommended_max_depth(a, width, n_L=n_out, xi=xi))
+    nu = float(class_nu(a, xi))
+    r_star = float(optimal_aspect_ratio(nu, n_out))
+    network = "mlp" if xi == 0.0 else "residual"
+    doc = {"activation": a.name, "activation_params": a.params, "universality_class": crit.universality_class,
+           "network": network, "C_b": C_b, "C_W": C_W, "width": width, "n_out": n_out, "xi": xi, "nu": nu,
+           "optimal_aspect_ratio": r_star, "recommended_max_depth": max_depth,
+           "learning_rate": {"implemented": False, "note": LEARNING_RATE_NOTE}}
+    if json_:
+        _emit_json(doc)
+        return
+    console = Console()
+    kind = "MLP" if xi == 0.0 else f"residual MLP (ξ = {xi:g})"
+    table = Table(title=Text(f"critical initialization of a width-{width} {_act_label(a)} {kind}"),
+                  show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("universality class", crit.universality_class)
+    where = "Ch. 5" if xi == 0.0 else "(1 − ξ²) × the plain values, App. B"
+    table.add_row("C_b, C_W", f"{C_b:.6g}, {C_W:.6g}   (b ~ N(0, C_b), W ~ N(0, C_W/fan_in); {where})")
+    table.add_row("max depth", f"L ≤ {max_depth}   (r* = L/n = 4/((20 + 3n_L)ν) ≈ {r_star:.4g} with "
+                               f"ν = {nu:.4g}, n_L = {n_out}; App. A)")
+    table.add_row("learning rates", LEARNING_RATE_NOTE)
+    console.print(table)
+    if xi == 0.0:
+        console.print(Text("PyTorch: pdlt.torch.critical_init_(model) draws these in place",
+                           style="dim"))
 
 
 def main() -> None:  # pragma: no cover - `python -m pdlt.cli`
