@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from . import _validate as v
-from .activations import Activation, get_activation
+from .activations import get_activation
 
 __all__ = ["MLP"]
 
