@@ -452,7 +452,7 @@ def tune(
 ):
     """Practical initialization for a width: critical (C_b, C_W), class and maximum depth from r* (App. A)."""
     a = _activation(activation, activation_param)
-    from .theory.aspect_ratio import class_nu, optimal_aspect_ratio, recommended_max_depth
+    from .theory.aspect_ratio import effective_nu, optimal_aspect_ratio, recommended_max_depth
     from .theory.criticality import criticality as solve
     from .theory.residual import residual_critical
 
@@ -462,7 +462,7 @@ def tune(
                          f"critical (C_b, C_W) to recommend: {crit.explanation}")
     C_b, C_W = (float(crit.C_b), float(crit.C_W)) if xi == 0.0 else map(float, residual_critical(a, xi))
     max_depth = int(recommended_max_depth(a, width, n_L=n_out, xi=xi))
-    nu = float(class_nu(a, xi))
+    nu = float(effective_nu(a, width, n_L=n_out, xi=xi))
     r_star = float(optimal_aspect_ratio(nu, n_out))
     network = "mlp" if xi == 0.0 else "residual"
     doc = {"activation": a.name, "activation_params": a.params, "universality_class": crit.universality_class,

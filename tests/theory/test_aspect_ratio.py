@@ -59,3 +59,21 @@ def test_residual_aspect_ratio_diverges_as_xi_to_one(act):
     assert all(b > 5 * a for a, b in zip(rs, rs[1:]))
     assert rs[-1] > 50
     assert recommended_max_depth(act, 1000, xi=0.9999) > 50_000
+
+
+def test_half_stable_depth_uses_the_growth_seen_at_practical_depths():
+    """GELU at criticality: within the first layers V/(nK²) grows with ν_{K*}, not ν_{K*}/5."""
+    import numpy as np
+    import pdlt
+    from pdlt.theory import aspect_ratio, residual
+    c = pdlt.criticality("gelu")
+    n, L = 256, 12
+    # an input with K^(1) = K* exactly: C_b + C_W x²/n0 = K*
+    x = np.array([[np.sqrt((c.K_star - c.C_b) / c.C_W)]])
+    th = pdlt.theory(pdlt.MLP(1, n, L, "gelu", C_b=c.C_b, C_W=c.C_W), x)
+    s = th.layer(L)
+    growth = s.V[0, 0, 0, 0] / (n * s.K[0, 0] ** 2) / ((L - 1) / n)
+    nu_pre = residual.residual_nu("gelu", 0.0, at_fixed_point=True)
+    assert growth == pytest.approx(nu_pre, rel=0.02)
+    assert aspect_ratio.effective_nu("gelu", n) == pytest.approx(nu_pre)
+    assert aspect_ratio.half_stable_crossover("gelu") > 1000 > aspect_ratio.recommended_max_depth("gelu", n)

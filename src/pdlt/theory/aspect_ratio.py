@@ -21,8 +21,10 @@ import math
 
 from .. import _validate
 from .residual import residual_nu
+from .residual import universality_class as residual_universality
 
-__all__ = ["optimal_aspect_ratio", "class_nu", "recommended_max_depth"]
+__all__ = ["optimal_aspect_ratio", "class_nu", "recommended_max_depth", "half_stable_crossover",
+           "effective_nu"]
 
 
 def optimal_aspect_ratio(nu: float, n_L: int = 1) -> float:
@@ -45,14 +47,45 @@ def class_nu(activation, xi: float = 0.0) -> float:
     return residual_nu(activation, xi)
 
 
+def half_stable_crossover(activation) -> float:
+    r"""ℓ_c = 2/(|f″(K*)| K*): the depth beyond which a half-stable kernel feels the curvature of its map.
+
+    For ℓ ≪ ℓ_c the map K' = f(K) is flat (χ∥ ≈ 1 wherever K starts near K*) and V/(nK²) grows with
+    ν_{K*} = C_W²Var(σ²)/K*²; only for ℓ ≫ ℓ_c does it approach K* from the stable side with ν_{K*}/5.
+    f″ = C_W g″(K*) (formula sheet §3(c); our extension).
+    """
+    from ._gauss import Expectations
+    from .criticality import criticality
+    c = criticality(activation, depth=20)
+    if c.universality_class != "half-stable":
+        raise ValueError(f"activation {c.activation.name!r} is not half-stable ({c.universality_class})")
+    f2 = c.C_W * float(Expectations(c.activation).g_derivs(c.K_star)[2]) / 4.0
+    return 2.0 / (abs(f2) * c.K_star)
+
+
+def effective_nu(activation, width: int, n_L: int = 1, xi: float = 0.0) -> float:
+    r"""The ν that governs depths of order L* = r*·n for this width.
+
+    :func:`class_nu`, except for a half-stable activation (ξ = 0): there the pre-asymptotic
+    ν_{K*} (5× the asymptotic one) unless L* would exceed the crossover depth ℓ_c
+    (:func:`half_stable_crossover`, ≈ 2·10³ for GELU, 2·10⁴ for SWISH).
+    """
+    width = _validate.positive_int("width", width)
+    nu = class_nu(activation, xi)
+    if xi == 0.0 and residual_universality(activation) == "half-stable":
+        nu_pre = residual_nu(activation, 0.0, at_fixed_point=True)
+        if optimal_aspect_ratio(nu_pre, n_L) * width < half_stable_crossover(activation):
+            return nu_pre
+    return nu
+
+
 def recommended_max_depth(activation, width: int, n_L: int = 1, xi: float = 0.0) -> int:
     r"""⌊r*·n⌋: the depth L at the optimal aspect ratio for hidden width n (book App. A).
 
-    .. math:: L^* = \Big\lfloor \frac{4\,n}{(20 + 3n_L)\,\nu(\xi)} \Big\rfloor
+    .. math:: L^* = \Big\lfloor \frac{4\,n}{(20 + 3n_L)\,\nu} \Big\rfloor, \quad \nu = \text{effective\_nu}
 
     activation : name or object (must have a critical point). width : n ≥ 1. n_L : output width.
     xi : residual skip strength, |ξ| < 1 (0: plain MLP). Returns an int ≥ 0.
     """
-    width = _validate.positive_int("width", width)
-    r = optimal_aspect_ratio(class_nu(activation, xi), n_L)
+    r = optimal_aspect_ratio(effective_nu(activation, width, n_L, xi), n_L)
     return int(math.floor(r * width * (1 + 1e-12)))
