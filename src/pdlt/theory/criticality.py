@@ -898,7 +898,10 @@ def _half_stable(act, roots, rejected, a1, b1, why_not_0, K_range, depth) -> Cri
             f"K⁽¹⁾ = C_b + C_W|x|²/n₀ is {'larger' if above else 'smaller'} than K* approach it as a "
             f"power law, K − K* ≈ {-2 / f2:.4g}/ℓ.{fate}{flat} In practice: use C_b = {C_b:.6g}, "
             f"C_W = {C_W:.6g}/fan-in and scale the inputs so that K⁽¹⁾ ≈ K* = {K_star:.4g}, erring "
-            f"on the {'high' if above else 'low'} side. The power laws marked 'derived' below are "
+            f"on the {'high' if above else 'low'} side. Finite-width effects: for ℓ ≪ ℓ_c the "
+            f"kernel sits near K* with χ∥ ≈ 1 and V/(nK²) grows as {5 * nu:.4g} ℓ/n (use this for "
+            f"depth choices); only for ℓ ≫ ℓ_c does the growth slow to ν = {nu:.4g}, i.e. "
+            f"V/(nK²) ≈ {nu:.4g} ℓ/n. The power laws marked 'derived' below are "
             f"leading-order results of expanding the map about K* (not from the book; the recursion "
             f"fits check them).{notes}")
     laws = [_law("K − K*", -2.0 / f2, -1.0, "analytic", note="(derived)"),
