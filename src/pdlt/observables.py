@@ -19,6 +19,12 @@ largest |z| of a correct formula exceeds 4 in about 1% of ensembles.  :func:`fam
 gives the Bonferroni threshold max(4, Φ⁻¹(1 − α/2m)) for m distinct comparisons at family-wise
 error α = 10⁻³ (4.6 for m = 216); 4σ is the floor.
 
+The NTK rows (:data:`NTK_TABLE`: Θ, A, B, D, F, book Ch. 8; measured by
+:func:`pdlt.empirical.ntk.measure_ntk`, index layouts as on :class:`~pdlt.theory.state.LayerState`)
+compare a leading-order theory, so their allowance is the first neglected order itself,
+ε_ℓ·max|X| (relative O(1/n)). :func:`compare` uses the rows that both the theory and the
+measurement carry.
+
 Where ε_ℓ > :data:`EPS_MAX` the 1/n expansion itself has broken down (e.g. ReLU at ℓ/n ≳ 0.1,
 where ν ℓ/n ≳ ½): such rows are marked ``valid = False`` and are reported, not judged.
 """
@@ -34,7 +40,7 @@ from scipy import special
 from .estimate import Estimate
 from .theory.state import LayerState
 
-__all__ = ["Twin", "TABLE", "EPS_MAX", "first_order_effect", "compare", "Comparison",
+__all__ = ["Twin", "TABLE", "NTK_TABLE", "NTK_ROWS", "EPS_MAX", "first_order_effect", "compare", "Comparison",
            "family_threshold", "distinct_entries"]
 
 #: Largest relative first-order effect ε at which the 1/n expansion is still judged.
@@ -67,6 +73,27 @@ def _kernel_scale(state: LayerState) -> float:
     return float(np.max(np.diag(np.abs(state.K))))
 
 
+def _scale(field: str):
+    def f(state: LayerState) -> float:
+        return float(np.max(np.abs(getattr(state, field))))
+    return f
+
+
+def _ntk_unit(name: str, state: LayerState) -> float:
+    """Natural size of an NTK observable: |Θ| for Θ, |Θ|² for A and B, |Θ|·K for D and F."""
+    theta = float(np.max(np.abs(state.Theta)))
+    return {"Theta": theta, "A": theta ** 2, "B": theta ** 2}.get(name, theta * _kernel_scale(state))
+
+
+def _ntk_twin(name: str, description: str) -> Twin:
+    # The NTK theory is leading order: Θ, A, B, D, F carry no 1/n correction, so the first neglected
+    # order is relative O(1/n): allowance ε_ℓ·max|X| (for ReLU at L = 3, n = 256 the measured
+    # deviations of A, B, D, F are 1–3.5%, ε = 3.9%), plus 10⁻⁹ of the observable's natural size
+    # for rounding (at ℓ = 1 everything is deterministic and the jackknife stderr is 0 or rounding).
+    return Twin(name, description, lambda s: getattr(s, name, None), lambda m: getattr(m, name),
+                lambda s: first_order_effect(s) * _scale(name)(s) + 1e-9 * _ntk_unit(name, s))
+
+
 TABLE: tuple[Twin, ...] = (
     Twin("G", "two-point function E[z_a z_b] vs K + G1/n_{l-1} (book §4.3)",
          lambda s: s.G, lambda m: m.G,
@@ -75,6 +102,18 @@ TABLE: tuple[Twin, ...] = (
          lambda s: s.V, lambda m: m.V,
          lambda s: first_order_effect(s) * float(np.max(np.abs(s.V)))),
 )
+
+#: The NTK rows (book Ch. 8; formula sheet §5), measured by :func:`pdlt.empirical.ntk.measure_ntk`
+#: (whose measurement also carries G); :func:`compare` uses them when both sides have them.
+NTK_TABLE: tuple[Twin, ...] = (
+    _ntk_twin("Theta", "NTK mean E[H_ii;ab] vs Theta (book Ch. 8; sheet §5)"),
+    _ntk_twin("A", "NTK fluctuation n_{l-1} Cov(H_ii;ab, H_jj;cd), i != j, vs A (sheet §5)"),
+    _ntk_twin("B", "NTK fluctuation B[a,b,c,d] = n_{l-1} E[H_ij;ac H_ij;bd], i != j, vs B (sheet §5)"),
+    _ntk_twin("D", "NTK-z correlation n_{l-1} Cov(H_ii;ab, z_j;c z_j;d), i != j, vs D (sheet §5)"),
+    _ntk_twin("F", "NTK-z correlation F[a,b,c,d] = n_{l-1} E[H_ij;ac z_i;b z_j;d], i != j, vs F (sheet §5)"),
+)
+
+NTK_ROWS = tuple(t.name for t in NTK_TABLE)
 
 
 @dataclass(frozen=True)
@@ -114,20 +153,61 @@ def compare(th, m, layers=None, names=None) -> list[Comparison]:
     """Compare a :class:`~pdlt.theory.Theory` with a measurement of the same network and inputs."""
     net = th.net
     layers = range(1, net.depth + 1) if layers is None else [net.check_layer(l) for l in layers]
-    rows = [t for t in TABLE if names is None or t.name in names]
+    every = TABLE + NTK_TABLE
+    rows = [t for t in every if names is None or t.name in names]
+    if names is not None:
+        unknown = set(names) - {t.name for t in every}
+        if unknown:
+            raise ValueError(f"unknown observables {sorted(unknown)}; the tables have {[t.name for t in every]}")
     out = []
     for ell in layers:
         state, meas = th.layer(ell), m.layer(ell)
         eps = first_order_effect(state)
         for t in rows:
+            # a kernel measurement has no NTK rows, an NTK measurement no V; a theory run without
+            # the NTK has Theta = None: such rows are skipped unless asked for by name
+            if not hasattr(type(meas), t.name) or t.theory(state) is None:
+                if names is not None:
+                    raise ValueError(f"{t.name} is not available in both the theory and the measurement")
+                continue
             out.append(Comparison(t.name, ell, t.theory(state), t.measured(meas), t.allowance(state), eps))
     return out
 
 
+def _orbits(N: int, perms) -> int:
+    """Number of distinct entries of an (N,)*4 array invariant under these index permutations."""
+    from itertools import product
+
+    seen, count = set(), 0
+    for idx in product(range(N), repeat=4):
+        if idx in seen:
+            continue
+        count += 1
+        stack = [idx]
+        while stack:
+            cur = stack.pop()
+            if cur in seen:
+                continue
+            seen.add(cur)
+            stack.extend(tuple(cur[p] for p in perm) for perm in perms)
+    return count
+
+
+# index symmetries (LayerState docstring): A like V; B[p,q,r,s] = B[q,p,s,r] = B[r,s,p,q];
+# D[a,b,c,d] = D[b,a,c,d] = D[a,b,d,c]; F[p,q,r,s] = F[r,s,p,q]
+_SYMMETRIES = {"A": ((1, 0, 2, 3), (0, 1, 3, 2), (2, 3, 0, 1)), "B": ((1, 0, 3, 2), (2, 3, 0, 1)),
+               "D": ((1, 0, 2, 3), (0, 1, 3, 2)), "F": ((2, 3, 0, 1),)}
+
+
 def distinct_entries(name: str, N: int) -> int:
-    """Number of distinct entries of an observable: N(N+1)/2 for G; P(P+1)/2 with P = N(N+1)/2 for V."""
+    """Number of distinct entries of an observable: N(N+1)/2 for G and Theta; P(P+1)/2 with
+    P = N(N+1)/2 for V and A; the orbits of their index symmetries for B, D, F."""
     P = N * (N + 1) // 2
-    return {"G": P, "V": P * (P + 1) // 2}[name]
+    if name in ("G", "Theta"):
+        return P
+    if name in ("V", "A"):
+        return P * (P + 1) // 2
+    return _orbits(N, _SYMMETRIES[name])
 
 
 def family_threshold(rows: list[Comparison], alpha: float = 1e-3, floor: float = 4.0) -> float:

@@ -25,10 +25,11 @@ from .engine import (
 )
 from .four_point import PairedFourthMoment, PairMomentSquare
 from .kernel import PairMoment
+from .ntk import NTKMeasurement, measure_ntk
 
 __all__ = [
     "measure", "Measurement", "LayerMeasurement", "accumulate", "Accumulation", "LayerMeans",
     "Observable", "Feature", "Backend", "preactivations", "PreactivationOverflowError",
     "KERNEL", "VERTEX", "FOURTH_MOMENT", "DEFAULT_OBSERVABLES",
-    "PairMoment", "PairedFourthMoment", "PairMomentSquare",
+    "PairMoment", "PairedFourthMoment", "PairMomentSquare", "measure_ntk", "NTKMeasurement",
 ]
