@@ -238,3 +238,26 @@ def test_tune_sigmoid_is_an_error(crit_engine):
     assert result.exit_code == 2, result.output
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "no criticality" in lines[0]
+
+
+def test_tune_learning_rates_with_depth(crit_engine):
+    pytest.importorskip("pdlt.theory.aspect_ratio")
+    lr = pytest.importorskip("pdlt.theory.learning_rates")
+    result = run("tune", "--activation", "tanh", "--width", "128", "--depth", "20", "--json")
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)["learning_rate"]
+    assert doc["implemented"] is True and "Ch. 9" in doc["section"] and doc["depth"] == 20
+    lb, lw = lr.equivalence_principle("tanh", 20)
+    assert doc["lambda_b"] == pytest.approx(list(lb)) and doc["lambda_W"] == pytest.approx(list(lw))
+    assert doc["lambda_b"][1] == pytest.approx(0.5) and doc["lambda_W"][0] == pytest.approx(1.0)  # λ̃/ℓ, λ̃
+    assert doc["Theta_limit_value"] == pytest.approx(1.5)
+    result = run("tune", "--activation", "relu", "--width", "64", "--depth", "4", "--json")
+    assert json.loads(result.stdout)["learning_rate"]["lambda_W"] == pytest.approx([0.25] * 4)
+    result = run("tune", "--activation", "relu", "--width", "64", "--depth", "4")
+    assert result.exit_code == 0, result.output
+    out = flat(result.output)
+    assert "λ per layer" in out and "NTK Θ^(L)" in out and "ℓ=4: λ_b=0.25, λ_W=0.25" in out
+    result = run("tune", "--activation", "relu", "--width", "64", "--depth", "0")
+    assert result.exit_code == 2 and result.output.startswith("error: "), result.output
+    result = run("tune", "--activation", "relu", "--width", "64", "--depth", "4", "--xi", "0.5", "--json")
+    assert json.loads(result.stdout)["learning_rate"]["implemented"] is False

@@ -193,3 +193,102 @@ def test_no_warning_for_plain_modules(crit):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         pt.critical_init_(mlp(nn.ReLU, [4, 8, 1]))
+
+
+# --- param_groups: the learning-rate tensor (book Ch. 7, 9) --------------------------------------
+
+
+def _ntk_and_step(model, groups, X, Y, eta):
+    """Empirical NTK Θ̂ (torch.func, λ-weighted Jacobian contraction) and Δz after one SGD step at η."""
+    from torch.func import functional_call, jacrev
+
+    params = {k: v.detach().clone() for k, v in model.named_parameters()}
+    lam = {}
+    for g in groups:
+        name = g["name"]
+        lam[name] = g["lambda"] / g["fan_in"] if g["kind"] == "weight" else g["lambda"]
+
+    def f(p):
+        return functional_call(model, p, (X,))
+
+    z0 = f(params)
+    jac = jacrev(f)(params)                    # name -> (N, n_L, *shape)
+    N, nL = z0.shape
+    ntk = sum(lam[k] * j.reshape(N * nL, -1) @ j.reshape(N * nL, -1).T for k, j in jac.items())
+    eps = (z0 - Y).reshape(-1)                 # ε = ∂L/∂z for L = ½Σ(z − y)²
+    opt = torch.optim.SGD([{**g, "lr": g["lr"] * eta} for g in groups])
+    opt.zero_grad()
+    loss = 0.5 * ((model(X) - Y) ** 2).sum()
+    loss.backward()
+    opt.step()
+    with torch.no_grad():
+        dz = (model(X) - z0).reshape(-1)
+        for k, v in model.named_parameters():  # restore θ for the next η
+            v.copy_(params[k])
+    return ntk, eps, dz
+
+
+@pytest.mark.parametrize("act, scaling", [(nn.Tanh, None), (nn.ReLU, "equivalence"),
+                                          (nn.GELU, "equivalence")])
+def test_param_groups_sgd_step_is_minus_eta_ntk_eps(act, scaling):
+    torch.manual_seed(0)
+    model = mlp(act, [3, 7, 6, 2]).double()
+    pt.critical_init_(model)
+    if scaling is None:
+        groups = pt.param_groups(model, lambda_b=[0.5, 1.0, 2.0], lambda_W=[1.5, 0.7, 1.0])
+    else:
+        groups = pt.param_groups(model, 1.0, 2.0, scaling=scaling)
+    X = torch.randn(4, 3, dtype=torch.float64)
+    Y = torch.randn(4, 2, dtype=torch.float64)
+    errs = []
+    for eta in (1e-3, 1e-4):
+        ntk, eps, dz = _ntk_and_step(model, groups, X, Y, eta)
+        pred = -(ntk @ eps)
+        errs.append(float((dz / eta - pred).norm() / pred.norm()))
+    # Δz = −ηΘ̂ε + O(η²): the relative error of Δz/η falls ∝ η
+    assert errs[1] < 3e-3
+    assert errs[0] / errs[1] == pytest.approx(10.0, rel=0.1)
+    # and the NTK is symmetric positive semi-definite
+    assert torch.allclose(ntk, ntk.T)
+
+
+def test_param_groups_lr_layout():
+    model = mlp(nn.Tanh, [4, 8, 8, 3])
+    model[2].bias = None
+    groups = pt.param_groups(model, lambda_b=[1.0, 2.0, 3.0], lambda_W=2.0, lr=0.1)
+    byname = {g["name"]: g for g in groups}
+    assert list(byname) == ["0.weight", "0.bias", "2.weight", "4.weight", "4.bias"]
+    assert byname["0.weight"]["lr"] == pytest.approx(0.1 * 2.0 / 4)
+    assert byname["2.weight"]["lr"] == pytest.approx(0.1 * 2.0 / 8)
+    assert byname["4.bias"]["lr"] == pytest.approx(0.1 * 3.0)
+    assert byname["4.weight"]["layer"] == 3 and byname["4.weight"]["fan_in"] == 8
+    opt = torch.optim.SGD(groups)  # every group carries its own lr
+    assert [g["lr"] for g in opt.param_groups] == [g["lr"] for g in groups]
+
+
+def test_param_groups_equivalence_matches_theory():
+    lr_theory = pytest.importorskip("pdlt.theory.learning_rates")
+    L = 5
+    model = mlp(nn.Tanh, [3] + [6] * (L - 1) + [1])
+    groups = pt.param_groups(model, 1.0, 2.0, scaling="equivalence")
+    lb, lw = lr_theory.equivalence_principle("tanh", L, 1.0, 2.0)
+    assert [g["lambda"] for g in groups if g["kind"] == "bias"] == pytest.approx(list(lb))
+    assert [g["lambda"] for g in groups if g["kind"] == "weight"] == pytest.approx(list(lw))
+    relu = mlp(nn.ReLU, [3, 6, 6, 6, 1])
+    assert {g["lambda"] for g in pt.param_groups(relu, 1.0, 1.0, scaling="equivalence")} == {0.25}
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    ({"lambda_b": [1.0, 2.0]}, "3 Linear layers"),
+    ({"lambda_W": -1.0}, ">= 0"),
+    ({"lr": 0.0}, "lr must be"),
+    ({"scaling": "muP"}, "scaling must be"),
+    ({"scaling": "equivalence", "lambda_b": [1.0, 1.0, 1.0]}, "one number each"),
+])
+def test_param_groups_errors(kwargs, words):
+    with pytest.raises(ValueError, match=words):
+        pt.param_groups(mlp(nn.Tanh, [2, 4, 4, 1]), **kwargs)
+    with pytest.raises(ValueError, match="no criticality"):
+        pt.param_groups(mlp(nn.Sigmoid, [2, 4, 4, 1]), scaling="equivalence")
+    with pytest.raises(ValueError, match="outside the book"):
+        pt.param_groups(nn.Sequential(nn.Linear(2, 3), nn.PReLU(), nn.Linear(3, 1)))

@@ -381,6 +381,44 @@ LEARNING_RATE_NOTE = ("the depth-appropriate scaling of the learning rates λ_b,
                       "implemented: pdlt recommends no learning rate yet")
 
 
+LEARNING_RATE_SECTION = "book Ch. 9: learning-rate equivalence principle"
+
+
+def _learning_rates(act, crit, depth: int | None, xi: float) -> dict:
+    """The "learning_rate" entry of ``pdlt tune``: the equivalence principle's λ per layer (Ch. 9)."""
+    if depth is None:
+        return {"implemented": False, "note": LEARNING_RATE_NOTE}
+    if depth < 1:
+        raise ValueError(f"--depth must be >= 1, got {depth}")
+    if xi != 0.0:
+        return {"implemented": False, "depth": depth,
+                "note": "the learning-rate equivalence principle (book Ch. 9) is implemented for plain MLPs "
+                        "(--xi 0) only, not for residual networks"}
+    from .theory.learning_rates import equivalence_principle
+
+    lam_b, lam_W = equivalence_principle(act, depth)
+    cls = crit.universality_class
+    if cls == "K*=0":
+        p = float(crit.p_perp)
+        rule = f"λ_b = λ̃_b L^(p⊥−1)/ℓ^p⊥, λ_W = λ̃_W (L/ℓ)^(p⊥−1) with p⊥ = {p:.4g}, λ̃_b = λ̃_W = 1"
+        value = 1.0 + 1.0 / (crit.C_W * -crit.a1)
+        limit = f"λ̃_b + λ̃_W σ₁²/(−a₁) = {value:.6g} as L → ∞"
+    elif cls == "scale-invariant":
+        rule = "λ_b = λ̃_b/L, λ_W = λ̃_W/L with λ̃_b = λ̃_W = 1"
+        value = None  # depends on the input: K* = K⁽¹⁾
+        limit = f"λ̃_b + λ̃_W A₂K* = 1 + K*/{crit.C_W:.6g} (K* = K⁽¹⁾ of the input), exactly"
+    else:
+        from .theory.learning_rates import theta_limit
+
+        rule = "λ_b = λ̃_b/L, λ_W = λ̃_W/L with λ̃_b = λ̃_W = 1 (exact at K⁽¹⁾ = K*)"
+        value = theta_limit(act)
+        limit = f"λ̃_b + λ̃_W g(K*) = {value:.6g} at K⁽¹⁾ = K*"
+    return {"implemented": True, "section": LEARNING_RATE_SECTION, "depth": depth,
+            "lambda_b_tilde": 1.0, "lambda_W_tilde": 1.0, "rule": rule, "Theta_limit": limit, "Theta_limit_value": value,
+            "lambda_b": list(lam_b), "lambda_W": list(lam_W),
+            "weight_lr": "λ_W^(ℓ)/n_(ℓ−1) per weight; PyTorch: pdlt.torch.param_groups(model, scaling='equivalence')"}
+
+
 def _activation(name: str, params: list[str] | None):
     return get_activation(name, **parse_activation_params(name, params))
 
@@ -447,10 +485,15 @@ def tune(
     n_out: Annotated[int, typer.Option(help="Output width n_L.")] = 1,
     xi: Annotated[float, typer.Option(
         help="Residual skip strength ξ, |ξ| < 1: z' = ξz + b + Wσ(z) (App. B); 0 for a plain MLP.")] = 0.0,
+    depth: Annotated[int | None, typer.Option(
+        help="Depth L: also print the per-layer learning rates λ_b, λ_W of the equivalence principle (Ch. 9).",
+        show_default=False)] = None,
     activation_param: ActivationParam = None,
     json_: Json = False,
 ):
-    """Practical initialization for a width: critical (C_b, C_W), class and maximum depth from r* (App. A)."""
+    """Practical initialization for a width: critical (C_b, C_W), class and maximum depth from r* (App. A).
+
+    With --depth L, also the learning-rate equivalence principle's per-layer λ_b, λ_W (book Ch. 9)."""
     a = _activation(activation, activation_param)
     from .theory.aspect_ratio import effective_nu, optimal_aspect_ratio, recommended_max_depth
     from .theory.criticality import criticality as solve
@@ -468,7 +511,7 @@ def tune(
     doc = {"activation": a.name, "activation_params": a.params, "universality_class": crit.universality_class,
            "network": network, "C_b": C_b, "C_W": C_W, "width": width, "n_out": n_out, "xi": xi, "nu": nu,
            "optimal_aspect_ratio": r_star, "recommended_max_depth": max_depth,
-           "learning_rate": {"implemented": False, "note": LEARNING_RATE_NOTE}}
+           "learning_rate": _learning_rates(a, crit, depth, xi)}
     if json_:
         _emit_json(doc)
         return
@@ -483,11 +526,24 @@ def tune(
     table.add_row("C_b, C_W", f"{C_b:.6g}, {C_W:.6g}   (b ~ N(0, C_b), W ~ N(0, C_W/fan_in); {where})")
     table.add_row("max depth", f"L ≤ {max_depth}   (r* = L/n = 4/((20 + 3n_L)ν) ≈ {r_star:.4g} with "
                                f"ν = {nu:.4g}, n_L = {n_out}; App. A)")
-    table.add_row("learning rates", LEARNING_RATE_NOTE)
+    lr = doc["learning_rate"]
+    if lr["implemented"]:
+        table.add_row("learning rates", f"{lr['rule']}   ({lr['section']})")
+        shown = [f"ℓ={ell}: λ_b={b:.4g}, λ_W={w:.4g}" for ell, b, w in
+                 zip(range(1, depth + 1), lr["lambda_b"], lr["lambda_W"])]
+        if len(shown) > 6:
+            shown = shown[:3] + ["…"] + shown[-2:]
+        table.add_row("λ per layer", "\n".join(shown))
+        table.add_row("NTK Θ^(L)", f"→ {lr['Theta_limit']}   (each layer contributes 1/L; formula sheet §5)")
+    else:
+        table.add_row("learning rates", lr["note"])
     console.print(table)
     if xi == 0.0:
         console.print(Text("PyTorch: pdlt.torch.critical_init_(model) draws these in place",
                            style="dim"))
+        if lr["implemented"]:
+            console.print(Text("PyTorch: torch.optim.SGD(pdlt.torch.param_groups(model, scaling='equivalence', "
+                               "lr=η)) trains with these λ (weights: λ_W/fan_in)", style="dim"))
 
 
 def main() -> None:  # pragma: no cover - `python -m pdlt.cli`

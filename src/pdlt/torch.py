@@ -30,7 +30,7 @@ from torch import nn
 
 from .activations import Activation, CallableActivation, get_activation
 
-__all__ = ["critical_init_", "InitReport", "LayerInit"]
+__all__ = ["critical_init_", "InitReport", "LayerInit", "param_groups"]
 
 
 # --- the report --------------------------------------------------------------------------------
@@ -241,6 +241,26 @@ def _architecture(model: nn.Module):
     return linears, gaps, names, notes
 
 
+def _network_activation(linears, gaps, gap_names, notes: list, activation=None) -> Activation:
+    """The one activation σ of the MLP (detected from the modules between Linear layers, or given)."""
+    if activation is not None:
+        act = get_activation(activation)
+        notes.append(f"activation {_label(act)} given by the caller (modules between Linear layers not inspected)")
+    elif gaps:
+        found = [_known(g, ", ".join(n) or f"after Linear {linears[i][0]}")
+                 for i, (g, n) in enumerate(zip(gaps, gap_names))]
+        keys = [k for _, k in found]
+        if any(k != keys[0] for k in keys[1:]):
+            labels = sorted({_label(a) for a, _ in found})
+            raise ValueError(f"mixed activations between Linear layers ({'; '.join(labels)}); criticality "
+                             "(book Ch. 5) tunes one activation per network — pass activation= to override")
+        act = found[0][0]
+    else:
+        act = get_activation("linear")
+        notes.append("a single Linear layer: no hidden activation, initialized as a linear network (C_W = 1)")
+    return act
+
+
 @functools.lru_cache(maxsize=32)
 def _criticality_cached(act: Activation):
     from .theory.criticality import criticality
@@ -276,21 +296,7 @@ def critical_init_(model: nn.Module, *, activation=None, generator: torch.Genera
     Linear layers without bias when criticality needs C_b > 0.
     """
     linears, gaps, gap_names, notes = _architecture(model)
-    if activation is not None:
-        act = get_activation(activation)
-        notes.append(f"activation {_label(act)} given by the caller (modules between Linear layers not inspected)")
-    elif gaps:
-        found = [_known(g, ", ".join(n) or f"after Linear {linears[i][0]}")
-                 for i, (g, n) in enumerate(zip(gaps, gap_names))]
-        keys = [k for _, k in found]
-        if any(k != keys[0] for k in keys[1:]):
-            labels = sorted({_label(a) for a, _ in found})
-            raise ValueError(f"mixed activations between Linear layers ({'; '.join(labels)}); criticality "
-                             "(book Ch. 5) tunes one activation per network — pass activation= to override")
-        act = found[0][0]
-    else:
-        act = get_activation("linear")
-        notes.append("a single Linear layer: no hidden activation, initialized as a linear network (C_W = 1)")
+    act = _network_activation(linears, gaps, gap_names, notes, activation)
     crit = _criticality(act)
     cls = crit.universality_class
     if cls == "none":
@@ -316,3 +322,77 @@ def critical_init_(model: nn.Module, *, activation=None, generator: torch.Genera
             layers.append(LayerInit(ell, name, int(fan_in), int(fan_out), C_b, C_W, lin.bias is not None,
                                     "x" if ell == 1 else f"σ(z^({ell - 1}))", _label(act), cls))
     return InitReport(act, cls, C_b, C_W, tuple(layers), tuple(notes), crit)
+
+
+# --- the learning-rate tensor -------------------------------------------------------------------
+
+
+def _per_layer(name: str, value, depth: int) -> tuple[float, ...]:
+    if isinstance(value, (list, tuple, np.ndarray)):
+        vals = [float(v) for v in value]
+        if len(vals) != depth:
+            raise ValueError(f"{name} has {len(vals)} entries but the model has {depth} Linear layers "
+                             "(one value per layer 1..L, or a single number)")
+    else:
+        vals = [float(value)] * depth
+    for i, v in enumerate(vals):
+        if not (math.isfinite(v) and v >= 0.0):
+            raise ValueError(f"{name}[{i + 1}] must be a finite number >= 0, got {v}")
+    return tuple(vals)
+
+
+def param_groups(model: nn.Module, lambda_b=1.0, lambda_W=1.0, *, lr: float = 1.0, scaling: str | None = None,
+                 activation=None, K1: float | None = None) -> list[dict]:
+    r"""Optimizer parameter groups implementing the book's learning-rate tensor (Ch. 7, 9).
+
+    One group per parameter of each ``nn.Linear`` (ℓ = 1..L) of an ``nn.Sequential`` MLP:
+
+    * bias b^{(ℓ)}: ``lr`` · λ_b^{(ℓ)};
+    * weight W^{(ℓ)}: ``lr`` · λ_W^{(ℓ)} / n_{ℓ−1} (n_{ℓ−1} = fan_in),
+
+    so that ``torch.optim.SGD(param_groups(model, ..., lr=η))`` performs the book's gradient descent
+    θ_μ ← θ_μ − η Σ_ν λ_{μν} ∂L/∂θ_ν (formula sheet §0). (Each group carries its own ``lr``, since a
+    PyTorch optimizer's ``lr=`` argument is only a default for groups without one; LR schedulers
+    scale every group's lr by the same factor and so keep the tensor's ratios.) Each group also has
+    ``name``, ``layer``, ``kind`` ("bias"/"weight"), ``lambda`` (λ_b^{(ℓ)} or λ_W^{(ℓ)}) and ``fan_in``.
+
+    Parameters
+    ----------
+    lambda_b, lambda_W : one number or one per Linear layer (≥ 0). With ``scaling="equivalence"``
+        they are the λ̃ of the equivalence principle and must be numbers.
+    lr : η, the global learning rate (> 0).
+    scaling : ``None`` (take the λ's as given) or ``"equivalence"``: per-layer λ from
+        :func:`pdlt.theory.learning_rates.equivalence_principle` for the detected activation and
+        depth L, so every layer contributes equally to the NTK at criticality (book Ch. 9).
+    activation : override the detected σ (only used for ``scaling="equivalence"``).
+    K1 : forwarded to ``equivalence_principle`` (rates solved on that input's kernel trajectory).
+    """
+    linears, gaps, gap_names, notes = _architecture(model)
+    for name, mod in _leaves(model):
+        if not isinstance(mod, nn.Linear) and any(True for _ in mod.parameters()):
+            raise ValueError(f"module {name} ({type(mod).__name__}) has parameters outside the book's "
+                             "learning-rate tensor (nn.Linear biases and weights only)")
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not (math.isfinite(lr) and lr > 0):
+        raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
+    L = len(linears)
+    if scaling is None:
+        lam_b, lam_W = _per_layer("lambda_b", lambda_b, L), _per_layer("lambda_W", lambda_W, L)
+    elif scaling == "equivalence":
+        if isinstance(lambda_b, (list, tuple, np.ndarray)) or isinstance(lambda_W, (list, tuple, np.ndarray)):
+            raise ValueError("with scaling='equivalence', lambda_b and lambda_W are the λ̃ of the "
+                             "equivalence principle (book Ch. 9): one number each")
+        from .theory.learning_rates import equivalence_principle
+
+        act = _network_activation(linears, gaps, gap_names, notes, activation)
+        lam_b, lam_W = equivalence_principle(act, L, lambda_b, lambda_W, K1=K1)
+    else:
+        raise ValueError(f"scaling must be None or 'equivalence', got {scaling!r}")
+    groups = []
+    for ell, (name, lin) in enumerate(linears, start=1):
+        fan_in = int(lin.weight.shape[1])
+        groups.append({"params": [lin.weight], "lr": lr * lam_W[ell - 1] / fan_in, "name": f"{name}.weight",
+                       "layer": ell, "kind": "weight", "lambda": lam_W[ell - 1], "fan_in": fan_in})
+        if lin.bias is not None:
+            groups.append({"params": [lin.bias], "lr": lr * lam_b[ell - 1], "name": f"{name}.bias",
+                           "layer": ell, "kind": "bias", "lambda": lam_b[ell - 1], "fan_in": fan_in})
+    return groups
