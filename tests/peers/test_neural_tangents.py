@@ -45,3 +45,14 @@ def test_nngp_kernel_matches_neural_tangents(tmp_path, activation, C_b, C_W):
     th = pdlt.theory(pdlt.MLP(6, 64, depth, activation, C_b=C_b, C_W=C_W), X)
     for L in range(1, depth + 1):
         np.testing.assert_allclose(th.layer(L).K, nt[f"nngp_{L}"], rtol=1e-8, atol=1e-10)
+
+
+@pytest.mark.parametrize("activation, C_b, C_W", [("relu", 0.1, 2.0), ("erf", 0.2, 1.5)])
+def test_ntk_matches_neural_tangents(tmp_path, activation, C_b, C_W):
+    """Θ with λ_b = C_b, λ_W = C_W (pdlt's default) is neural-tangents' 'ntk' parameterization."""
+    X = np.random.default_rng(4).normal(size=(4, 6))
+    depth = 4
+    nt = _nt_kernels(tmp_path, X, activation, depth, C_b, C_W)
+    th = pdlt.theory(pdlt.MLP(6, 64, depth, activation, C_b=C_b, C_W=C_W), X, ntk=True)
+    for L in range(1, depth + 1):
+        np.testing.assert_allclose(th.layer(L).Theta, nt[f"ntk_{L}"], rtol=1e-8, atol=1e-10)
