@@ -49,7 +49,8 @@ from functools import lru_cache
 
 import numpy as np
 
-__all__ = ["hermite_rule", "expect1", "expect2", "polar_nodes", "expect_powers", "psd_cholesky", "ORDERS"]
+__all__ = ["hermite_rule", "expect1", "expect2", "polar_nodes", "expect_powers", "nested_product",
+           "psd_cholesky", "ORDERS"]
 
 #: Default quadrature orders per dimension, for smooth and for kinked integrands.
 ORDERS = {"smooth": {1: 96, 2: 48, 3: 24, 4: 12}, "kinked": {1: 96, 2: 48, 3: 40, 4: 20}}
@@ -219,7 +220,16 @@ def expect_powers(f: Callable, C: np.ndarray, powers: np.ndarray, order: int | N
 
 
 def _nested_hermite(f, L, pw, x, w):
-    """Σ_u Π_j w f(z_j)^{p_j}, z = L u, summed innermost-first; L (P, k, k), pw (k,)."""
+    """Σ_u Π_j w f(z_j)^{p_j}, z = L u; L (P, k, k), pw (k,)."""
+    def power(p):
+        return f if p == 1 else (lambda z: np.asarray(f(z), dtype=np.float64) ** int(p))
+    return nested_product([power(p) for p in pw], L, x, w)
+
+
+def nested_product(fs, L, x, w):
+    """Σ_u Π_j w f_j(z_j), z = L u with L a batch (P, k, k) of lower-triangular factors, summed
+    innermost-first: the j-th variable depends on u_1..u_j only, so it is evaluated on Q^j nodes.
+    (x, w): a 1-D rule for the standard normal."""
     P, k = L.shape[0], L.shape[1]
     Q = x.size
     acc = None
@@ -230,10 +240,8 @@ def _nested_hermite(f, L, pw, x, w):
             shp = [1] * (j + 2)
             shp[1 + i] = Q
             z += L[:, j, i].reshape((P,) + (1,) * (j + 1)) * x.reshape(shp)
-        v = np.asarray(f(z), dtype=np.float64)
-        if pw[j] != 1:
-            v = v ** int(pw[j])
+        v = np.asarray(fs[j](z), dtype=np.float64)
         if acc is not None:
-            v *= acc
+            v = v * acc
         acc = v @ w
     return acc

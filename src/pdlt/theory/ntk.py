@@ -130,21 +130,8 @@ def sp_sp(K: np.ndarray, E: Expectations) -> np.ndarray:
 
 
 def _nested(fs, L, x, w):
-    """Σ_u Π_j w f_j(z_j), z = L u (zero-pivot Cholesky, batch (P, k, k)), summed innermost-first."""
-    P, k = L.shape[0], L.shape[1]
-    Q = x.size
-    acc = None
-    for j in range(k - 1, -1, -1):
-        z = np.zeros((P,) + (Q,) * (j + 1))
-        for i in range(j + 1):
-            shp = [1] * (j + 2)
-            shp[1 + i] = Q
-            z += L[:, j, i].reshape((P,) + (1,) * (j + 1)) * x.reshape(shp)
-        v = fs[j](z)
-        if acc is not None:
-            v = v * acc
-        acc = v @ w
-    return acc
+    """Σ_u Π_j w f_j(z_j), z = L u (zero-pivot Cholesky, batch (P, k, k)): :func:`pdlt.gaussian.nested_product`."""
+    return gaussian.nested_product(fs, L, x, w)
 
 
 #: Gauss–Legendre order per side of the kink, per level, of the kink-split nested rule (3, 4 distinct inputs).
