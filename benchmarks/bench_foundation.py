@@ -120,10 +120,10 @@ def machine() -> None:
 def default_orders() -> str:
     E = _gauss.Expectations(pdlt.MLP(1, 1, 1, "tanh").activation)
     if getattr(E, "order4", 0) is None and hasattr(_gauss, "ORDER4_CHOICES"):
-        return (f"order2 = {E.order2}; order4 adaptive per layer (smallest of "
+        return (f"order2 = {E.order2(1.0)} (K ≤ 4; 48 up to K = 20, then 64); order4 adaptive per layer (smallest of "
                 f"{_gauss.ORDER4_CHOICES['smooth']} within {E.tol4:g} of order {_gauss.ORDER4_REFERENCE})")
     o = gaussian.ORDERS["smooth"]
-    return f"order2 = {E.order2}; order4 = {o[3]} (3-point), {o[4]} (4-point)"
+    return f"order2 = {E.order2(1.0)}; order4 = {o[3]} (3-point), {o[4]} (4-point)"
 
 
 def section_theory(N: int, budget: float) -> None:
