@@ -525,14 +525,20 @@ def _check_layers(net: MLP, layers) -> tuple[int, ...]:
     return tuple(chosen)
 
 
-def _config(net, X, networks, seed, method, backend, device, shard_size, groups, layers, features) -> dict:
-    if not isinstance(net, MLP):
-        raise TypeError(f"net must be a pdlt.MLP, got {type(net).__name__}")
-    X = v.inputs("X", X, net.input_dim)
+def _check_ensemble(networks, seed, groups) -> tuple[int, int, int]:
+    """Validate (networks ≥ 2, seed ≥ 0, 2 ≤ groups ≤ networks) for every ensemble sampler."""
     networks = v.positive_int("networks", networks, minimum=2)
     seed = v.positive_int("seed", seed, minimum=0)
     if isinstance(groups, bool) or not isinstance(groups, int | np.integer) or not 2 <= groups <= networks:
         raise ValueError(f"groups must be an integer in 2..networks (= {networks}), got {groups!r}")
+    return networks, seed, int(groups)
+
+
+def _config(net, X, networks, seed, method, backend, device, shard_size, groups, layers, features) -> dict:
+    if not isinstance(net, MLP):
+        raise TypeError(f"net must be a pdlt.MLP, got {type(net).__name__}")
+    X = v.inputs("X", X, net.input_dim)
+    networks, seed, groups = _check_ensemble(networks, seed, groups)
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if backend not in BACKENDS:
@@ -837,7 +843,20 @@ def accumulate(net: MLP, X, features: Iterable, networks: int = 1000, seed: int 
 # Measurement
 
 
-class LayerMeasurement:
+class LayerView:
+    """One layer ℓ of a measurement: ``view[name]`` is ``parent.estimate(name, ℓ)``; width and fan-in."""
+
+    def __init__(self, parent, layer: int):
+        self._parent = parent
+        self.layer = layer
+        self.width = parent.net.n(layer)
+        self.fan_in = parent.net.n(layer - 1)
+
+    def __getitem__(self, name: str) -> Estimate:
+        return self._parent.estimate(name, self.layer)
+
+
+class LayerMeasurement(LayerView):
     """The estimates at one layer ℓ: ``G`` (= ``K``), ``V``, ``M4`` and any extra observable by name.
 
     - ``G`` / ``K``: (N, N) raw two-point function E[z_{i;a} z_{i;b}]. Its theory twin is the metric
@@ -846,15 +865,6 @@ class LayerMeasurement:
       raises ValueError when n_ℓ = 1.
     - ``M4``: (N, N, N, N) single-neuron fourth moment E[z_{i;a}z_{i;b}z_{i;c}z_{i;d}].
     """
-
-    def __init__(self, parent: "Measurement", layer: int):
-        self._parent = parent
-        self.layer = layer
-        self.width = parent.net.n(layer)
-        self.fan_in = parent.net.n(layer - 1)
-
-    def __getitem__(self, name: str) -> Estimate:
-        return self._parent.estimate(name, self.layer)
 
     @property
     def G(self) -> Estimate:

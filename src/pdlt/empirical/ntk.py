@@ -347,21 +347,12 @@ class _Name:
         return f"NTKFeature({self.name!r})"
 
 
-class NTKLayerMeasurement:
+class NTKLayerMeasurement(engine.LayerView):
     """Estimates at one layer: ``Theta`` (N, N), ``A``, ``B``, ``D``, ``F`` (N, N, N, N), ``G`` (N, N).
 
     Index layouts are the module docstring's (the formula sheet's, §5). ``H`` is an alias of
     ``Theta`` (the measured mean is H = Θ + O(1/n)); ``K`` an alias of ``G``.
     """
-
-    def __init__(self, parent: "NTKMeasurement", layer: int):
-        self._parent = parent
-        self.layer = layer
-        self.width = parent.net.n(layer)
-        self.fan_in = parent.net.n(layer - 1)
-
-    def __getitem__(self, name: str) -> Estimate:
-        return self._parent.estimate(name, self.layer)
 
     Theta = property(lambda self: self["Theta"])
     H = property(lambda self: self["Theta"])
@@ -448,11 +439,7 @@ def measure_ntk(net: MLP, X, networks: int = 1000, seed: int = 0, *, layers=None
     if not isinstance(net, MLP):
         raise TypeError(f"net must be a pdlt.MLP, got {type(net).__name__}")
     X = v.inputs("X", X, net.input_dim)
-    E = v.positive_int("networks", networks, minimum=2)
-    seed = v.positive_int("seed", seed, minimum=0)
-    if isinstance(groups, bool) or not isinstance(groups, int | np.integer) or not 2 <= groups <= E:
-        raise ValueError(f"groups must be an integer in 2..networks (= {E}), got {groups!r}")
-    G = int(groups)
+    E, seed, G = engine._check_ensemble(networks, seed, groups)
     chosen = engine._check_layers(net, layers)
     N = X.shape[0]
     shard = (default_ntk_shard_size(net, N, chosen[-1], E) if shard_size is None

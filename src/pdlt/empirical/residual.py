@@ -116,10 +116,7 @@ def _config(net, xi, X, networks, seed, method, shard_size, groups, layers):
     xi = v.real("xi", xi)
     net = residual_net(net, xi=xi)
     X = v.inputs("X", X, net.input_dim)
-    networks = v.positive_int("networks", networks, minimum=2)
-    seed = v.positive_int("seed", seed, minimum=0)
-    if isinstance(groups, bool) or not isinstance(groups, int | np.integer) or not 2 <= groups <= networks:
-        raise ValueError(f"groups must be an integer in 2..networks (= {networks}), got {groups!r}")
+    networks, seed, groups = engine._check_ensemble(networks, seed, groups)
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     layers = engine._check_layers(net, layers)
