@@ -26,10 +26,12 @@ from .engine import (
 from .four_point import PairedFourthMoment, PairMomentSquare
 from .kernel import PairMoment
 from .ntk import NTKMeasurement, measure_ntk
+from .dntk import DNTK_OBSERVABLES, DNTKMeasurement, measure_dntk
 
 __all__ = [
     "measure", "Measurement", "LayerMeasurement", "accumulate", "Accumulation", "LayerMeans",
     "Observable", "Feature", "Backend", "preactivations", "PreactivationOverflowError",
     "KERNEL", "VERTEX", "FOURTH_MOMENT", "DEFAULT_OBSERVABLES",
     "PairMoment", "PairedFourthMoment", "PairMomentSquare", "measure_ntk", "NTKMeasurement",
+    "measure_dntk", "DNTKMeasurement", "DNTK_OBSERVABLES",
 ]
