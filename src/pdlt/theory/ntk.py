@@ -97,14 +97,19 @@ def ntk_first_layer_fields(X: np.ndarray, lambda_b: float, lambda_W: float) -> d
 
 
 # -- expectations -------------------------------------------------------------------------------
-def _fn(act, p: int, q: int):
-    """z ↦ σ(z)^p σ'(z)^q."""
+def _fn(act, p: int, q: int, s2: int = 0, s3: int = 0):
+    """z ↦ σ(z)^p σ'(z)^q σ''(z)^s2 σ'''(z)^s3 (pointwise derivatives: for a kinked σ the σ'', σ'''
+    factors are the a.e. values, zero; callers decide whether that is what they want)."""
     def f(z):
         out = np.ones_like(np.asarray(z, dtype=np.float64))
         if p:
             out = out * np.asarray(act.sigma(z), dtype=np.float64) ** p
         if q:
             out = out * np.asarray(act.derivative(z, 1), dtype=np.float64) ** q
+        if s2:
+            out = out * np.asarray(act.derivative(z, 2), dtype=np.float64) ** s2
+        if s3:
+            out = out * np.asarray(act.derivative(z, 3), dtype=np.float64) ** s3
         return out
     return f
 
@@ -179,16 +184,32 @@ def _nested_split(fs, L, kink: float, Q: int, chunk_nodes: int = 4_000_000):
 
 
 def mixed4(K: np.ndarray, orders: tuple[int, int, int, int], E: Expectations) -> np.ndarray:
-    r"""⟨σ^{(o_1)}_a σ^{(o_2)}_b σ^{(o_3)}_c σ^{(o_4)}_d⟩_K as (N, N, N, N) over (a, b, c, d), o_s ∈ {0, 1}.
+    r"""⟨σ^{(o_1)}_a σ^{(o_2)}_b σ^{(o_3)}_c σ^{(o_4)}_d⟩_K as (N, N, N, N) over (a, b, c, d).
+
+    o_s ∈ {0, 1} for every activation with a finite NTK.  o_s ∈ {2, 3} (σ'', σ''', needed by the
+    dNTK/ddNTK recursions of :mod:`pdlt.theory.dntk`) only for smooth σ: for a kinked σ they are
+    δ-functions and a ValueError is raised (:mod:`pdlt.theory.dntk` sets such explicit σ'' terms to
+    zero itself, the a.e. convention).
 
     Each distinct (inputs, powers) pattern is computed once: one distinct input by the 1-D split rule,
     two by the 2-D polar rule, three or four by nested Gauss–Hermite (order ``E.order4`` or
     :data:`pdlt.gaussian.ORDERS`) for smooth σ, and by the kink-split nested Gauss–Legendre rule
     :func:`_nested_split` for kinked σ (a tensor Gauss–Hermite rule is off by ~4 % on the
-    step σ' in 3-D; the split rule reproduces the orthant probability to ~1e-9).
+    step σ' in 3-D; the split rule reproduces the orthant probability to ~1e-9).  Orders that are
+    permutations of each other share one computation: the tensor for the orders sorted in decreasing
+    order is computed (and memoized per K) once and transposed.
     """
     K = np.asarray(K, dtype=np.float64)
-    return E._memo(f"ntk_mixed4_{orders}", K, lambda: _mixed4(K, tuple(orders), E))
+    orders = tuple(int(o) for o in orders)
+    if len(orders) != 4 or not all(0 <= o <= 3 for o in orders):
+        raise ValueError(f"orders must be four derivative orders in 0..3, got {orders!r}")
+    if max(orders) > 1 and not E.act.smooth:
+        raise ValueError(f"activation {E.act.name!r} is kinked: its σ'' and σ''' are δ-functions, so "
+                         f"the moment with derivative orders {orders} is not finite")
+    perm = sorted(range(4), key=lambda s: -orders[s])      # stable sort: canonical orders decreasing
+    canon = tuple(orders[s] for s in perm)
+    T = E._memo(f"ntk_mixed4_{canon}", K, lambda: _mixed4(K, canon, E))
+    return T if canon == orders else T.transpose(np.argsort(perm))
 
 
 def _mixed4(K, orders, E):
@@ -197,8 +218,8 @@ def _mixed4(K, orders, E):
     keys: dict[tuple, list[int]] = {}
     for flat, idx in enumerate(product(range(N), repeat=4)):
         vs = tuple(sorted(set(idx)))
-        sig = tuple((sum(1 for s in range(4) if idx[s] == v and orders[s] == 0),
-                     sum(1 for s in range(4) if idx[s] == v and orders[s] == 1)) for v in vs)
+        sig = tuple(tuple(sum(1 for s in range(4) if idx[s] == v and orders[s] == o) for o in range(4))
+                    for v in vs)
         keys.setdefault((vs, sig), []).append(flat)
     batches: dict[tuple, list[tuple]] = {}
     for vs, sig in keys:
@@ -208,7 +229,7 @@ def _mixed4(K, orders, E):
     for sig, vss in batches.items():
         k = len(sig)
         V = np.array(vss)                                   # (P, k)
-        fs = [_fn(act, p, q) for p, q in sig]
+        fs = [_fn(act, *counts) for counts in sig]
         if k == 1:
             vals = gaussian.expect1(fs[0], K[V[:, 0], V[:, 0]])
         elif k == 2:
