@@ -147,7 +147,7 @@ def flat(text):
 
 @pytest.mark.parametrize("command, options", [
     (["criticality"], ["ACT", "--activation-param", "--json"]),
-    (["tune"], ["--activation", "--width", "--n-out", "--xi", "--activation-param", "--json"]),
+    (["tune"], ["--activation", "--width", "--n-out", "--xi", "--depth", "--activation-param", "--json"]),
 ])
 def test_criticality_and_tune_help(command, options):
     result = run(*command, "--help")
@@ -195,8 +195,10 @@ def test_tune_json(crit_engine):
     assert doc["width"] == 128 and doc["n_out"] == 1 and doc["xi"] == 0.0
     assert doc["recommended_max_depth"] == aspect.recommended_max_depth("tanh", 128, n_L=1, xi=0.0)
     assert doc["optimal_aspect_ratio"] == pytest.approx(aspect.optimal_aspect_ratio(2.0 / 3.0, 1))  # ν = 2/3
-    assert doc["learning_rate"]["implemented"] is False
-    assert "not yet implemented" in doc["learning_rate"]["note"]
+    lr = doc["learning_rate"]  # without --depth: the equivalence principle at the recommended depth
+    assert lr["implemented"] is True and lr["depth"] == doc["recommended_max_depth"]
+    assert lr["depth_source"] == "recommended max depth" and len(lr["lambda_b"]) == lr["depth"]
+    assert "param_groups(model, scaling='equivalence'" in lr["pytorch"]
 
 
 def test_tune_residual_scales_the_critical_point(crit_engine):
@@ -216,8 +218,10 @@ def test_tune_table(crit_engine):
     result = run("tune", "--activation", "relu", "--width", "256", "--n-out", "10")
     assert result.exit_code == 0, result.output
     out = flat(result.output)
-    for words in ("scale-invariant", "C_b, C_W", "max depth", "learning rates", "NTK issue"):
+    for words in ("scale-invariant", "C_b, C_W", "max depth", "learning rates", "λ_b^(ℓ) = λ̃_b/L",
+                  "recommended max depth", "λ per layer", "NTK Θ^(L)", "pdlt.torch.param_groups(model,"):
         assert words in out, out
+    assert "not yet implemented" not in out
 
 
 @pytest.mark.parametrize("args, words", [
@@ -261,3 +265,56 @@ def test_tune_learning_rates_with_depth(crit_engine):
     assert result.exit_code == 2 and result.output.startswith("error: "), result.output
     result = run("tune", "--activation", "relu", "--width", "64", "--depth", "4", "--xi", "0.5", "--json")
     assert json.loads(result.stdout)["learning_rate"]["implemented"] is False
+
+
+@pytest.mark.parametrize("act", ["relu", "tanh", "gelu"])
+def test_criticality_ntk_section(crit_engine, act):
+    result = run("criticality", act, "--json")
+    assert result.exit_code == 0, result.output
+    ntk = json.loads(result.stdout)["ntk"]
+    assert ntk["chi_perp"] == 1.0 and ntk["lambda_b"].startswith("λ_b^(ℓ)") and ntk["laws"]
+    result = run("criticality", act)
+    assert result.exit_code == 0, result.output
+    out = flat(result.output)
+    for words in ("NTK: gradients and learning rates (book Ch. 9)", "χ⊥ at criticality", "off criticality",
+                  "λ_b per layer", "λ_W per layer", "NTK Θ^(L)", "NTK asymptotics"):
+        assert words in out, (words, out)
+    if act == "tanh":
+        assert "not known to pdlt" in out
+
+
+def _contributions(act, lr, K1=None):
+    from pdlt import MLP
+    from pdlt.theory.criticality import criticality
+    from pdlt.theory.learning_rates import layer_contributions
+
+    c = criticality(act)
+    K1 = K1 if K1 is not None else (c.K_star if c.K_star else 1.0)
+    net = MLP(1, 8, lr["depth"], act, C_b=c.C_b, C_W=c.C_W, lambda_b=lr["lambda_b"], lambda_W=lr["lambda_W"])
+    return layer_contributions(net, [np.sqrt((K1 - c.C_b) / c.C_W)])
+
+
+@pytest.mark.parametrize("act, width", [("relu", 256), ("gelu", 128), ("tanh", 256)])
+def test_tune_learning_rates_obey_the_equivalence_principle(crit_engine, act, width):
+    """Each layer's contribution to Θ^(L) (layer_contributions) is 1/L with the printed λ's."""
+    pytest.importorskip("pdlt.theory.aspect_ratio")
+    result = run("tune", "--activation", act, "--width", width, "--json")
+    assert result.exit_code == 0, result.output
+    lr = json.loads(result.stdout)["learning_rate"]
+    L = lr["depth"]
+    assert L >= 2 and len(lr["lambda_b"]) == len(lr["lambda_W"]) == L
+    if act == "tanh":   # closed form: exact for K ≈ 1/(2ℓ), i.e. up to the first few layers
+        lc = _contributions(act, lr)
+        assert np.max(np.abs(lc.share - 1 / L)) < 0.5 / L
+        assert np.max(np.abs(lc.share[L // 5:] * L - 1)) < 0.1
+        assert lc.Theta_L == pytest.approx(lr["Theta_limit_value"], rel=0.05)
+    else:               # scale-invariant (any input) and half-stable at K⁽¹⁾ = K*: exact
+        lc = _contributions(act, lr, K1=1.7 if act == "relu" else None)
+        np.testing.assert_allclose(lc.share, 1 / L, rtol=1e-9)
+        if lr["Theta_limit_value"] is not None:
+            assert lc.Theta_L == pytest.approx(lr["Theta_limit_value"], rel=1e-9)
+        else:
+            assert lc.Theta_L == pytest.approx(1 + 1.7 / 2, rel=1e-12)   # λ̃_b + λ̃_W A₂K*
+    result = run("tune", "--activation", act, "--width", width)
+    assert result.exit_code == 0, result.output
+    assert f"{L} (recommended max depth)" in flat(result.output)

@@ -376,47 +376,39 @@ def compare(
 ActArg = Annotated[str, typer.Argument(metavar="ACT", help=f"Activation: {', '.join(sorted(REGISTRY))}.",
                                        show_default=False)]
 
-LEARNING_RATE_NOTE = ("the depth-appropriate scaling of the learning rates λ_b, λ_W comes from the neural "
-                      "tangent kernel analysis (book Ch. 8–9), planned in the NTK issue and not yet "
-                      "implemented: pdlt recommends no learning rate yet")
-
-
 LEARNING_RATE_SECTION = "book Ch. 9: learning-rate equivalence principle"
+TORCH_LR_HINT = ("torch.optim.SGD(pdlt.torch.param_groups(model, scaling='equivalence', lr=η)) trains with these "
+                 "λ (one group per bias and weight; weights get λ_W/fan_in)")
 
 
-def _learning_rates(act, crit, depth: int | None, xi: float) -> dict:
-    """The "learning_rate" entry of ``pdlt tune``: the equivalence principle's λ per layer (Ch. 9)."""
-    if depth is None:
-        return {"implemented": False, "note": LEARNING_RATE_NOTE}
+def _learning_rates(act, crit, depth: int, depth_source: str, xi: float) -> dict:
+    """The "learning_rate" entry of ``pdlt tune``: the equivalence principle's λ per layer (book Ch. 9).
+
+    λ_b^{(ℓ)}, λ_W^{(ℓ)} make every layer contribute equally to the NTK Θ^{(L)} (λ̃_b = λ̃_W = 1);
+    scalings and the resulting Θ^{(L)} as in ``Criticality.ntk``.
+    """
     if depth < 1:
-        raise ValueError(f"--depth must be >= 1, got {depth}")
+        if depth_source == "--depth":
+            raise ValueError(f"--depth must be >= 1, got {depth}")
+        return {"implemented": False, "depth": depth, "depth_source": depth_source,
+                "note": "the recommended maximum depth is 0 at this width: give --depth L for learning rates"}
     if xi != 0.0:
-        return {"implemented": False, "depth": depth,
+        return {"implemented": False, "depth": depth, "depth_source": depth_source,
                 "note": "the learning-rate equivalence principle (book Ch. 9) is implemented for plain MLPs "
                         "(--xi 0) only, not for residual networks"}
-    from .theory.learning_rates import equivalence_principle
+    from .theory.learning_rates import equivalence_principle, theta_limit
 
     lam_b, lam_W = equivalence_principle(act, depth)
-    cls = crit.universality_class
-    if cls == "K*=0":
-        p = float(crit.p_perp)
-        rule = f"λ_b = λ̃_b L^(p⊥−1)/ℓ^p⊥, λ_W = λ̃_W (L/ℓ)^(p⊥−1) with p⊥ = {p:.4g}, λ̃_b = λ̃_W = 1"
-        value = 1.0 + 1.0 / (crit.C_W * -crit.a1)
-        limit = f"λ̃_b + λ̃_W σ₁²/(−a₁) = {value:.6g} as L → ∞"
-    elif cls == "scale-invariant":
-        rule = "λ_b = λ̃_b/L, λ_W = λ̃_W/L with λ̃_b = λ̃_W = 1"
-        value = None  # depends on the input: K* = K⁽¹⁾
-        limit = f"λ̃_b + λ̃_W A₂K* = 1 + K*/{crit.C_W:.6g} (K* = K⁽¹⁾ of the input), exactly"
-    else:
-        from .theory.learning_rates import theta_limit
-
-        rule = "λ_b = λ̃_b/L, λ_W = λ̃_W/L with λ̃_b = λ̃_W = 1 (exact at K⁽¹⁾ = K*)"
-        value = theta_limit(act)
-        limit = f"λ̃_b + λ̃_W g(K*) = {value:.6g} at K⁽¹⁾ = K*"
-    return {"implemented": True, "section": LEARNING_RATE_SECTION, "depth": depth,
-            "lambda_b_tilde": 1.0, "lambda_W_tilde": 1.0, "rule": rule, "Theta_limit": limit, "Theta_limit_value": value,
+    ntk = crit.ntk
+    value = None if crit.universality_class == "scale-invariant" else theta_limit(act)  # K* = K⁽¹⁾ there
+    return {"implemented": True, "section": LEARNING_RATE_SECTION, "depth": depth, "depth_source": depth_source,
+            "lambda_b_tilde": 1.0, "lambda_W_tilde": 1.0,
+            "lambda_b_rule": ntk.lambda_b, "lambda_W_rule": ntk.lambda_W,
+            "rule": f"{ntk.lambda_b}, {ntk.lambda_W} with λ̃_b = λ̃_W = 1",
+            "Theta_limit": ntk.theta_limit, "Theta_limit_value": value,
             "lambda_b": list(lam_b), "lambda_W": list(lam_W),
-            "weight_lr": "λ_W^(ℓ)/n_(ℓ−1) per weight; PyTorch: pdlt.torch.param_groups(model, scaling='equivalence')"}
+            "weight_lr": "λ_W^(ℓ)/n_(ℓ−1) per weight, λ_b^(ℓ) per bias",
+            "pytorch": TORCH_LR_HINT}
 
 
 def _activation(name: str, params: list[str] | None):
@@ -468,12 +460,38 @@ def _print_criticality(console: Console, act, crit) -> None:
         laws.add_column("law")
         laws.add_column("source")
         for law in crit.asymptotics:
-            laws.add_row(law.text, law.source)
+            laws.add_row(Text(law.text), law.source)  # Text: "[z²]" is not rich markup
         console.print(laws)
+    if crit.ntk is not None:
+        _print_ntk(console, crit.ntk)
     if none:
         console.print(Text(f"{_act_label(act)} has no criticality (universality class 'none'): no choice of "
                            "(C_b, C_W) keeps deep signals from decaying or exploding exponentially.",
                            style="bold yellow"))
+
+
+def _print_ntk(console: Console, ntk) -> None:
+    """Criticality.ntk (book Ch. 9): gradients, equivalence-principle learning rates, NTK laws."""
+    console.print(Panel(Text(ntk.gradients), title="NTK: gradients and learning rates (book Ch. 9)",
+                        title_align="left", border_style="green"))
+    table = Table(show_header=False, box=None, padding=(0, 2))
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("χ⊥ at criticality", f"{ntk.chi_perp:.6g}")
+    table.add_row("off criticality", Text(ntk.off_criticality))
+    table.add_row("λ_b per layer", Text(ntk.lambda_b))
+    table.add_row("λ_W per layer", Text(ntk.lambda_W))
+    table.add_row("NTK Θ^(L)", Text(ntk.theta_limit))
+    console.print(table)
+    if ntk.laws:
+        laws = Table(title=Text("NTK asymptotics at large depth ℓ (layer-independent λ)"), title_justify="left")
+        laws.add_column("law")
+        laws.add_column("source")
+        for law in ntk.laws:
+            laws.add_row(Text(law.text), law.source)
+        console.print(laws)
+    if ntk.unknown:
+        console.print(Text(ntk.unknown, style="yellow"))
 
 
 @app.command()
@@ -486,14 +504,16 @@ def tune(
     xi: Annotated[float, typer.Option(
         help="Residual skip strength ξ, |ξ| < 1: z' = ξz + b + Wσ(z) (App. B); 0 for a plain MLP.")] = 0.0,
     depth: Annotated[int | None, typer.Option(
-        help="Depth L: also print the per-layer learning rates λ_b, λ_W of the equivalence principle (Ch. 9).",
-        show_default=False)] = None,
+        help="Depth L for the per-layer learning rates λ_b, λ_W of the equivalence principle (Ch. 9); "
+             "default: the recommended maximum depth.", show_default=False)] = None,
     activation_param: ActivationParam = None,
     json_: Json = False,
 ):
-    """Practical initialization for a width: critical (C_b, C_W), class and maximum depth from r* (App. A).
+    """Practical initialization for a width: critical (C_b, C_W), class, maximum depth from r* (App. A)
+    and learning rates.
 
-    With --depth L, also the learning-rate equivalence principle's per-layer λ_b, λ_W (book Ch. 9)."""
+    The learning rates are the equivalence principle's per-layer λ_b, λ_W (book Ch. 9), for the
+    recommended maximum depth or --depth L, with the resulting NTK Θ^(L)."""
     a = _activation(activation, activation_param)
     from .theory.aspect_ratio import effective_nu, optimal_aspect_ratio, recommended_max_depth
     from .theory.criticality import criticality as solve
@@ -511,7 +531,8 @@ def tune(
     doc = {"activation": a.name, "activation_params": a.params, "universality_class": crit.universality_class,
            "network": network, "C_b": C_b, "C_W": C_W, "width": width, "n_out": n_out, "xi": xi, "nu": nu,
            "optimal_aspect_ratio": r_star, "recommended_max_depth": max_depth,
-           "learning_rate": _learning_rates(a, crit, depth, xi)}
+           "learning_rate": _learning_rates(a, crit, max_depth if depth is None else depth,
+                                            "recommended max depth" if depth is None else "--depth", xi)}
     if json_:
         _emit_json(doc)
         return
@@ -528,13 +549,16 @@ def tune(
                                f"ν = {nu:.4g}, n_L = {n_out}; App. A)")
     lr = doc["learning_rate"]
     if lr["implemented"]:
-        table.add_row("learning rates", f"{lr['rule']}   ({lr['section']})")
+        L = lr["depth"]
+        table.add_row("learning rates", Text(f"{lr['rule']}   ({lr['section']})"))
+        table.add_row("depth L", f"{L}   ({lr['depth_source']})")
         shown = [f"ℓ={ell}: λ_b={b:.4g}, λ_W={w:.4g}" for ell, b, w in
-                 zip(range(1, depth + 1), lr["lambda_b"], lr["lambda_W"])]
+                 zip(range(1, L + 1), lr["lambda_b"], lr["lambda_W"])]
         if len(shown) > 6:
             shown = shown[:3] + ["…"] + shown[-2:]
-        table.add_row("λ per layer", "\n".join(shown))
-        table.add_row("NTK Θ^(L)", f"→ {lr['Theta_limit']}   (each layer contributes 1/L; formula sheet §5)")
+        table.add_row("λ per layer", "\n".join(shown) + "\n(all layers: --json)" * (L > 6))
+        value = "" if lr["Theta_limit_value"] is None else f"; {lr['Theta_limit_value']:.6g} at λ̃_b = λ̃_W = 1"
+        table.add_row("NTK Θ^(L)", Text(f"{lr['Theta_limit']}{value}   (each layer contributes 1/L; formula sheet §5)"))
     else:
         table.add_row("learning rates", lr["note"])
     console.print(table)
@@ -542,8 +566,7 @@ def tune(
         console.print(Text("PyTorch: pdlt.torch.critical_init_(model) draws these in place",
                            style="dim"))
         if lr["implemented"]:
-            console.print(Text("PyTorch: torch.optim.SGD(pdlt.torch.param_groups(model, scaling='equivalence', "
-                               "lr=η)) trains with these λ (weights: λ_W/fan_in)", style="dim"))
+            console.print(Text(f"PyTorch: {TORCH_LR_HINT}", style="dim"))
 
 
 def main() -> None:  # pragma: no cover - `python -m pdlt.cli`

@@ -1,8 +1,5 @@
 """The empirical NTK: forward equation ≡ autodiff, reproducibility, and ReLU closed forms (sheet §5)."""
 
-import os
-import time
-
 import numpy as np
 import pytest
 
@@ -173,33 +170,6 @@ def test_validation_and_small_widths():
         m.layer(3)
     with pytest.raises(TypeError):
         ntk.measure_ntk("net", X, 4)
-
-
-@pytest.mark.torch
-@pytest.mark.skipif(not os.environ.get("PDLT_BENCH"), reason="benchmark: set PDLT_BENCH=1")
-def test_benchmark_forward_equation_vs_autodiff():  # pragma: no cover - timing only, not asserted
-    """Width 256, depth 8, N = 8: seconds per network, forward equation vs torch.func (printed)."""
-    pytest.importorskip("torch")
-    import torch
-
-    n, L, N = 256, 8, 8
-    out = int(os.environ.get("PDLT_BENCH_OUT", n))
-    net = MLP(input_dim=8, width=n, depth=L, activation="tanh", C_b=0.0, C_W=1.0, output_dim=out)
-    X = np.random.default_rng(0).standard_normal((N, 8))
-    E_fwd, E_ad = int(os.environ.get("PDLT_BENCH_E", 4)), 1
-    params = ntk.sample_parameters(net, 0, 0, E_fwd)
-    t = time.perf_counter()
-    for _ in ntk._forward_stream(params, X, L):
-        pass
-    t_fwd = (time.perf_counter() - t) / E_fwd
-    one = ntk.Parameters(net, tuple(w[:E_ad] for w in params.W_raw), tuple(b[:E_ad] for b in params.b_raw))
-    t = time.perf_counter()
-    ad = ntk.autodiff_ntk(net, X, one, L)
-    t_ad = (time.perf_counter() - t) / E_ad
-    err = np.abs(ntk.forward_ntk(net, X, one, [L])[L][1] - ad).max()
-    print(f"\n[bench] n={n} L={L} N={N} n_L={out} threads={torch.get_num_threads()}: forward equation "
-          f"{t_fwd:.3f} s/net ({1000 * t_fwd:.0f} s per 1000), torch.func {t_ad:.3f} s/net "
-          f"({1000 * t_ad:.0f} s per 1000), ratio {t_ad / t_fwd:.1f}x, max|diff| {err:.2e}")
 
 
 @pytest.mark.parametrize("activation, C_b, C_W, n, L", [("tanh", 0.0, 1.0, 64, 4), ("gelu", 0.17, 1.98, 48, 3)])

@@ -13,8 +13,8 @@ from scipy import integrate
 
 import pdlt.theory
 from pdlt import MLP
-from pdlt.theory.criticality import (CLASSES, Criticality, FixedPoint, PowerLaw, chi_parallel, chi_perp,
-                                     criticality, fixed_points, h, kernel_map)
+from pdlt.theory.criticality import (CLASSES, Criticality, FixedPoint, NTKCriticality, PowerLaw, chi_parallel,
+                                     chi_perp, criticality, fixed_points, gradient_growth, h, kernel_map)
 
 ALPHA = math.sqrt(2.5)
 
@@ -345,3 +345,150 @@ def test_report_and_dict(act):
     if c.C_W is not None:
         assert f"C_W = {c.C_W:.10g}" in text
     assert all(isinstance(p, PowerLaw) and p.source in ("analytic", "recursion fit") for p in c.asymptotics)
+
+
+# --------------------------------------------------------------------------------------------
+# NTK criticality (book Ch. 9): gradients, learning-rate scalings, Θ's power laws
+
+
+def theta_recursion(act, C_b, C_W, K1, L, lam_b, lam_W):
+    """Θ^{(ℓ)}, ℓ = 1..L, by iterating Θ' = λ_b + λ_W g(K) + χ⊥(K)Θ with K' = C_b + C_W g(K) (sheet §5)."""
+    K, T = K1, lam_b + lam_W * (K1 - C_b) / C_W
+    out = [T]
+    for _ in range(L - 1):
+        g = float(kernel_map(act, K, 0.0, 1.0))
+        T = lam_b + lam_W * g + float(chi_perp(act, K, C_W)) * T
+        K = C_b + C_W * g
+        out.append(T)
+    return np.array(out)
+
+
+@pytest.mark.parametrize("act", ["relu", "tanh", "gelu"])
+def test_ntk_section_in_report_and_dict(act):
+    from pdlt.theory.learning_rates import theta_limit
+
+    c = criticality(act, depth=60)
+    assert isinstance(c.ntk, NTKCriticality) and c.ntk.chi_perp == 1.0
+    d = json.loads(json.dumps(c.to_dict(), allow_nan=False))
+    ntk = d["ntk"]
+    assert {"chi_perp", "gradients", "off_criticality", "lambda_b", "lambda_W", "theta_limit",
+            "theta_limit_value", "laws", "fluctuations", "unknown"} <= set(ntk)
+    assert ntk["lambda_b"].startswith("λ_b^(ℓ) = ") and ntk["lambda_W"].startswith("λ_W^(ℓ) = ")
+    assert all(set(p) == {"quantity", "coefficient", "exponent", "source", "text"} for p in ntk["laws"])
+    assert all(isinstance(p, PowerLaw) and p.source in ("analytic", "recursion fit") for p in c.ntk.laws)
+    text = c.report()
+    assert "NTK and learning rates (book Ch. 9)" in text and c.ntk.theta_limit in text
+    assert "exploding" in c.ntk.gradients and "vanishing" in c.ntk.gradients
+    # Θ^(L) under the equivalence principle is learning_rates.theta_limit's (λ̃ = 1; K* = 1 if needed)
+    K1 = 1.0 if c.universality_class == "scale-invariant" else None
+    assert c.ntk.theta_limit_value == pytest.approx(theta_limit(act, 1.0, 1.0, K1=K1), rel=1e-12)
+    # χ⊥ = 1 at the critical point, by the susceptibility itself
+    K_crit = 1.0 if c.K_star is None else (c.K_star or 1e-12)
+    assert chi_perp(act, K_crit, c.C_W) == pytest.approx(1.0, abs=1e-9)
+
+
+def test_ntk_section_absent_without_criticality():
+    c = criticality("sigmoid")
+    assert c.ntk is None and c.to_dict()["ntk"] is None and "NTK" not in c.report()
+    from pdlt.theory.learning_rates import equivalence_principle
+
+    with pytest.raises(ValueError, match="no criticality"):
+        equivalence_principle("sigmoid", 5)
+
+
+@pytest.mark.parametrize("C_W", [1.6, 2.5])
+def test_relu_off_criticality_rate_matches_the_theta_recursion(C_W):
+    """χ⊥ = C_W/2 for ReLU: Θ's backward factor per layer, against the iterated Θ recursion."""
+    gg = gradient_growth("relu", 0.0, C_W)
+    assert gg.regime == ("exploding" if C_W > 2 else "vanishing")
+    assert gg.chi_perp == pytest.approx(chi_perp("relu", 1.0, C_W), rel=1e-14)
+    L, K1 = 40, 0.7
+    # λ_W only: Θ^{(ℓ)}/ℓ is exactly exponential in ℓ (C_b = 0), its slope the rate
+    T = theta_recursion("relu", 0.0, C_W, K1, L, 0.0, 1.0)
+    ell = np.arange(1, L + 1)
+    slope = np.polyfit(ell, np.log(T / ell), 1)[0]
+    assert slope == pytest.approx(gg.rate, rel=1e-10)
+    # λ_b only, exploding: Θ^{(ℓ+1)}/Θ^{(ℓ)} → χ⊥; any case: layer ℓ's bias term carries χ⊥^(L−ℓ)
+    T = theta_recursion("relu", 0.0, C_W, K1, L, 1.0, 0.0)
+    chi = math.exp(gg.rate)
+    np.testing.assert_allclose(T, (chi ** ell - 1) / (chi - 1), rtol=1e-12)   # Σ χ⊥^(ℓ−ℓ')
+    if C_W > 2:
+        assert math.log(T[-1] / T[-2]) == pytest.approx(gg.rate, rel=1e-3)
+    from pdlt.theory.learning_rates import layer_contributions
+
+    lc = layer_contributions(MLP(1, 4, L, "relu", C_b=0.0, C_W=C_W, lambda_b=1.0, lambda_W=0.0), [math.sqrt(K1 / C_W)])
+    np.testing.assert_allclose(np.log(lc.bias[:-1] / lc.bias[1:]), gg.rate, rtol=1e-12)
+    assert lc.Theta_L == pytest.approx(T[-1], rel=1e-12)
+
+
+def test_gradient_growth_other_classes():
+    tanh = gradient_growth("tanh", 0.0, 0.8)        # K → 0, χ⊥ → C_Wσ₁² = 0.8
+    assert tanh.regime == "vanishing" and tanh.K_limit == 0.0 and tanh.chi_perp == pytest.approx(0.8, rel=1e-9)
+    assert gradient_growth("tanh", 0.0, 1.0).regime == "critical"
+    c = criticality("gelu", depth=30)
+    at = gradient_growth("gelu", c.C_b, c.C_W, K1=c.K_star)
+    assert at.regime == "critical" and at.K_limit == pytest.approx(c.K_star, rel=1e-6)
+    off = gradient_growth("tanh", 0.3, 1.5)          # flows to K* > 0; χ⊥ there sets the rate
+    fp = [f for f in fixed_points("tanh", 0.3, 1.5) if f.stability == "stable"][0]
+    assert off.K_limit == pytest.approx(fp.K, rel=1e-9) and off.chi_perp == pytest.approx(fp.chi_perp, rel=1e-9)
+    assert off.rate == pytest.approx(math.log(fp.chi_perp), rel=1e-9)
+    assert off.regime == "vanishing"
+    # odd σ, C_b = 0, C_W > 1: χ⊥ > 1 at K* > 0; the iterated Θ recursion grows by χ⊥ per layer
+    up = gradient_growth("tanh", 0.0, 1.5)
+    assert up.regime == "exploding" and up.K_limit > 0 and up.chi_perp > 1
+    T = theta_recursion("tanh", 0.0, 1.5, 1.0, 400, 1.0, 0.0)
+    assert math.log(T[-1] / T[-2]) == pytest.approx(up.rate, rel=1e-6)
+    with pytest.raises(ValueError, match="δ-function"):
+        gradient_growth("step", 0.0, 1.0)
+    with pytest.raises(ValueError, match="C_W"):
+        gradient_growth("relu", 0.0, 0.0)
+
+
+@pytest.mark.parametrize("act", ["relu", pdlt.activations.LeakyReLU(0.3)])
+def test_scale_invariant_ntk_fluctuation_laws_match_theory(act):
+    """A/(nΘ²), B/(nΘ²), D/(nKΘ), F/(nKΘ) ≈ c(f_W) ℓ/n (sheet §5) against pdlt.theory(ntk=True) at depth."""
+    c = criticality(act, depth=30)
+    L, K1 = 200, 1.0
+    x = np.array([[math.sqrt(K1 / c.C_W)]])
+    assert c.ntk.law("Θ/Θ₁").at(L) == L
+    for lb, lw in ((1.0, 0.0), (0.0, 1.0), (0.6, 0.8)):
+        s = pdlt.theory(MLP(1, 50, L, act, C_b=0.0, C_W=c.C_W, lambda_b=lb, lambda_W=lw), x, ntk=True).layer(L)
+        T, K = s.Theta[0, 0], s.K[0, 0]
+        f_W = lw * K1 / c.C_W / (lb + lw * K1 / c.C_W)
+        assert T == pytest.approx(L * (lb + lw * K1 / c.C_W), rel=1e-9)           # Θ = ℓΘ₁
+        got = {"A": s.A[0, 0, 0, 0] / T ** 2, "B": s.B[0, 0, 0, 0] / T ** 2,
+               "D": s.D[0, 0, 0, 0] / (K * T), "F": s.F[0, 0, 0, 0] / (K * T)}
+        for name, value in got.items():
+            assert value / L == pytest.approx(c.ntk.fluctuation(name, f_W), rel=3e-2), (name, lb, lw)
+    assert c.ntk.law("B/(nΘ²)").coefficient == pytest.approx(c.ntk.fluctuation("B", 0.3))
+    assert c.ntk.law("F/(nKΘ)").coefficient == pytest.approx(c.ntk.fluctuation("F", 0.3))
+    assert math.isnan(c.ntk.law("A/(nΘ²)").coefficient) and "f_W" in c.ntk.law("A/(nΘ²)").text
+
+
+def test_k_star_zero_ntk_laws_match_recursion():
+    L = 2000
+    c = criticality("tanh", depth=L)
+    laws = {(p.quantity, p.source): p for p in c.ntk.laws}
+    assert laws[("Θ/λ_b", "analytic")].coefficient == pytest.approx(0.5)              # ℓ/(1+p⊥)
+    assert laws[("Θ/λ_W", "analytic")].coefficient == pytest.approx(0.5)              # σ₁²/((−a₁)p⊥)
+    assert laws[("Θ/λ_b", "recursion fit")].exponent == pytest.approx(1.0, abs=0.02)
+    assert laws[("Θ/λ_b", "recursion fit")].at(L) / L == pytest.approx(0.5, abs=0.01)
+    assert laws[("Θ/λ_W", "recursion fit")].at(L) == pytest.approx(0.5, abs=0.01)   # sheet [N]: 0.5016
+    T = theta_recursion("tanh", 0.0, 1.0, 1.0, L, 0.0, 1.0)
+    assert T[-1] == pytest.approx(laws[("Θ/λ_W", "recursion fit")].at(L), rel=2e-3)
+    assert c.ntk.fluctuations == {} and "not known" in c.ntk.unknown
+    with pytest.raises(ValueError, match="not known"):
+        c.ntk.fluctuation("A", 0.5)
+    assert c.ntk.lambda_b == "λ_b^(ℓ) = λ̃_b/ℓ" and c.ntk.lambda_W == "λ_W^(ℓ) = λ̃_W"   # p⊥ = 1
+
+
+def test_half_stable_theta_is_linear_at_the_fixed_point():
+    from pdlt.theory.learning_rates import layer_contributions
+
+    c = criticality("gelu", depth=30)
+    L = 25
+    net = MLP(1, 4, L, "gelu", C_b=c.C_b, C_W=c.C_W, lambda_b=1.0, lambda_W=1.0)
+    lc = layer_contributions(net, [math.sqrt((c.K_star - c.C_b) / c.C_W)])
+    np.testing.assert_allclose(lc.Theta, np.arange(1, L + 1) * c.ntk.theta_limit_value, rtol=1e-8)
+    assert c.ntk.laws[0].quantity == "Θ/Θ₁" and "(derived)" in c.ntk.laws[0].text
+    assert "not known" in c.ntk.unknown

@@ -24,6 +24,17 @@ Every class with a critical point also gets power laws fitted to the iterated si
 recursions of :func:`pdlt.theory` (K, V, G¹) and of the two-input δ-expansion (δK[1], δδK[2]),
 reported next to the analytic ones.
 
+NTK criticality (book Ch. 9, formula sheet §5). The single-input NTK obeys
+
+.. math:: \Theta^{(\ell+1)} = \lambda_b + \lambda_W\, g(K^{(\ell)}) + \chi_\perp(K^{(\ell)})\,\Theta^{(\ell)},
+
+so χ⊥ is the per-layer factor of the gradients: layer ℓ's contribution to Θ^{(L)} carries
+Π χ⊥ ≈ χ⊥^{L−ℓ}, and off criticality (χ⊥ ≠ 1) the gradients explode or vanish exponentially
+(:func:`gradient_growth`). Each critical result carries an :class:`NTKCriticality`
+(``Criticality.ntk``): χ⊥ at the critical point, the gradient problem in words, the learning-rate
+equivalence principle's per-layer scalings (:mod:`pdlt.theory.learning_rates`) with the resulting
+Θ^{(L)}, and the NTK power laws known for the class (none are guessed where they are not known).
+
 Numerics: float64; 1-D Gaussian expectations by the split Gauss–Legendre rule of
 :func:`pdlt.gaussian.expect1` (≲ 1e-13 relative); derivatives of g by Hermite weights (σ only, so
 exact for kinks and for user callables); ⟨σ′²⟩ from a closed form where the activation has one.
@@ -32,7 +43,7 @@ exact for kinks and for user callables); ⟨σ′²⟩ from a closed form where 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 
 import numpy as np
@@ -44,7 +55,7 @@ from ..mlp import MLP
 from ._gauss import Expectations
 
 __all__ = ["chi_parallel", "chi_perp", "h", "kernel_map", "FixedPoint", "fixed_points", "PowerLaw",
-           "Criticality", "criticality", "CLASSES"]
+           "Criticality", "criticality", "CLASSES", "NTKCriticality", "GradientGrowth", "gradient_growth"]
 
 #: The universality classes :func:`criticality` can return.
 CLASSES = ("scale-invariant", "K*=0", "half-stable", "none")
@@ -459,6 +470,87 @@ def _jsonable(x):
 
 
 @dataclass(frozen=True)
+class NTKCriticality:
+    r"""The NTK at criticality (book Ch. 9): gradients, equivalence-principle learning rates, Θ's laws.
+
+    .. math:: \Theta^{(\ell+1)} = \lambda_b^{(\ell+1)} + \lambda_W^{(\ell+1)} g(K^{(\ell)})
+              + \chi_\perp(K^{(\ell)})\,\Theta^{(\ell)}
+
+    Attributes
+    ----------
+    chi_perp : χ⊥ at the critical point (1 for every critical class).
+    gradients : plain words: χ⊥ as the gradients' per-layer factor, what happens off criticality,
+        and how Θ grows with depth at criticality with layer-independent λ.
+    off_criticality : the off-critical law as a formula (e.g. ReLU: the backward factor
+        (C_W/2)^(L−ℓ)); numbers for a given (C_b, C_W) come from :func:`gradient_growth`.
+    lambda_b, lambda_W : the equivalence principle's per-layer scalings λ^{(ℓ)} as formulas
+        (:func:`pdlt.theory.learning_rates.equivalence_principle`).
+    theta_limit : the resulting Θ^{(L)} as a formula; ``theta_limit_value`` its value at
+        ``theta_limit_at`` (λ̃_b = λ̃_W = 1; scale-invariant: also K* = 1), as
+        :func:`pdlt.theory.learning_rates.theta_limit` gives it.
+    laws : NTK power laws at criticality with layer-independent λ (:class:`PowerLaw`; ``"analytic"``
+        formulas, ``"recursion fit"`` to the iterated Θ recursion where the law is asymptotic).
+        Normalized fluctuations X/(nΘ²), X/(nKΘ) are laws in ℓ/n (``at`` omits the 1/n).
+    fluctuations : ``{"A": (c₀, c₁, c₂), ...}``: the coefficient of ℓ/n of A/(nΘ²), B/(nΘ²),
+        D/(nKΘ), F/(nKΘ) is c₀ + c₁f_W + c₂f_W² (f_W the weights' share of Θ₁); empty where unknown.
+    unknown : what is not known for this class (stated, not guessed), or None.
+    """
+
+    chi_perp: float
+    gradients: str
+    off_criticality: str
+    lambda_b: str
+    lambda_W: str
+    theta_limit: str
+    theta_limit_value: float | None
+    theta_limit_at: str
+    laws: tuple[PowerLaw, ...] = field(default=())
+    fluctuations: dict = field(default_factory=dict, hash=False)
+    unknown: str | None = None
+
+    def law(self, quantity: str, source: str = "analytic") -> PowerLaw | None:
+        """The NTK law of ``quantity`` (e.g. ``"Θ/Θ₁"``, ``"B/(nΘ²)"``) from ``source``, or None."""
+        for p in self.laws:
+            if p.quantity == quantity and p.source == source:
+                return p
+        return None
+
+    def fluctuation(self, name: str, f_W: float) -> float:
+        """Coefficient c of ``name`` ≈ c·ℓ/n (A, B: /(nΘ²); D, F: /(nKΘ)) at weight share f_W ∈ [0, 1]."""
+        if name not in self.fluctuations:
+            raise ValueError(f"no known power law for the NTK fluctuation {name!r} in this class"
+                             + (f" (known: {', '.join(self.fluctuations)})" if self.fluctuations else
+                                f": {self.unknown}"))
+        f = _validate.real("f_W", f_W, low=0.0, high=1.0)
+        c0, c1, c2 = self.fluctuations[name]
+        return c0 + c1 * f + c2 * f * f
+
+    def to_dict(self) -> dict:
+        return {"chi_perp": _jsonable(self.chi_perp), "gradients": self.gradients,
+                "off_criticality": self.off_criticality, "lambda_b": self.lambda_b,
+                "lambda_W": self.lambda_W, "theta_limit": self.theta_limit,
+                "theta_limit_value": _jsonable(self.theta_limit_value), "theta_limit_at": self.theta_limit_at,
+                "laws": [p.to_dict() for p in self.laws],
+                "fluctuations": {k: [_jsonable(c) for c in v] for k, v in self.fluctuations.items()},
+                "unknown": self.unknown}
+
+    def report_lines(self) -> list[str]:
+        """The NTK section of :meth:`Criticality.report` (unindented)."""
+        lines = [f"χ⊥ at the critical point = {_num(self.chi_perp)}"]
+        lines += _wrap(self.gradients, 92)
+        lines += [f"off criticality: {self.off_criticality}",
+                  f"equivalence principle: {self.lambda_b}, {self.lambda_W}",
+                  f"  → {self.theta_limit}"]
+        if self.laws:
+            lines += ["NTK asymptotics (layer-independent λ, large depth ℓ):"]
+            w = max(len(p.text) for p in self.laws)
+            lines += [f"  {p.text:<{w}}  [{p.source}]" for p in self.laws]
+        if self.unknown:
+            lines += _wrap(self.unknown, 92)
+        return lines
+
+
+@dataclass(frozen=True)
 class Criticality:
     """The critical initialization of an activation and its universality class (book Ch. 5).
 
@@ -474,6 +566,7 @@ class Criticality:
     nu : coefficient of V/(nK²) ≈ ν ℓ/n (scale-invariant: ν(ℓ−1)/n exactly).
     explanation : plain words: why this class, what it means in practice.
     asymptotics : :class:`PowerLaw` entries, analytic first, then recursion fits.
+    ntk : the NTK section (:class:`NTKCriticality`, book Ch. 9); None without criticality.
     """
 
     activation: Activation
@@ -488,6 +581,7 @@ class Criticality:
     nu: float | None
     explanation: str
     asymptotics: tuple[PowerLaw, ...] = field(default=())
+    ntk: NTKCriticality | None = None
 
     def law(self, quantity: str, source: str = "analytic") -> PowerLaw | None:
         """The asymptotic law of ``quantity`` from ``source``, or None."""
@@ -507,6 +601,7 @@ class Criticality:
                ("C_b", "C_W", "K_star", "a1", "b1", "p_perp", "stable_side", "nu")},
             "explanation": self.explanation,
             "asymptotics": [p.to_dict() for p in self.asymptotics],
+            "ntk": None if self.ntk is None else self.ntk.to_dict(),
         }
 
     def report(self) -> str:
@@ -527,6 +622,9 @@ class Criticality:
             lines += ["", "  Asymptotics (large depth ℓ):"]
             w = max(len(p.text) for p in self.asymptotics)
             lines += [f"    {p.text:<{w}}  [{p.source}]" for p in self.asymptotics]
+        if self.ntk is not None:
+            lines += ["", "  NTK and learning rates (book Ch. 9):"]
+            lines += ["    " + s for s in self.ntk.report_lines()]
         return "\n".join(lines)
 
     def __str__(self) -> str:
@@ -802,8 +900,8 @@ def _scale_invariant(act: Activation, depth: int) -> Criticality:
             _law("V/(nK²)", nu, 1.0, "analytic", f"V/(nK²) = {_num(nu)}(ℓ−1)/n"),
             _law("G1", 0.0, 0.0, "analytic", "G1 = 0 (E[z²] propagates exactly)")]
     laws += _fits(_trajectory(act, 0.0, C_W, 1.0, depth), depth, None, True)
-    return Criticality(act, "scale-invariant", 0.0, C_W, None, None, None, None, None, nu, expl,
-                       tuple(laws))
+    return _with_ntk_scale_invariant(Criticality(act, "scale-invariant", 0.0, C_W, None, None, None, None,
+                                                 None, nu, expl, tuple(laws)))
 
 
 def _homogeneous_none(act: Activation, p: float) -> Criticality:
@@ -843,9 +941,10 @@ def _k_star_zero(act: Activation, s1: float, a1: float, b1: float, depth: int) -
             _law("δδK[2]", math.nan, -p_perp, "analytic"),
             _law("V/(nK²)", nu, 1.0, "analytic"),
             _law("G1", 1.0 / (3.0 * a1), 0.0, "analytic")]
-    laws += _fits(_trajectory(act, 0.0, C_W, 1.0, depth), depth, None, False)
-    return Criticality(act, "K*=0", 0.0, C_W, 0.0, a1, b1, p_perp, "above (K > K*)", nu, expl,
-                       tuple(laws))
+    traj = _trajectory(act, 0.0, C_W, 1.0, depth)
+    laws += _fits(traj, depth, None, False)
+    crit = Criticality(act, "K*=0", 0.0, C_W, 0.0, a1, b1, p_perp, "above (K > K*)", nu, expl, tuple(laws))
+    return _with_ntk_k_star_zero(crit, traj, depth)
 
 
 def _half_stable(act, roots, rejected, a1, b1, why_not_0, K_range, depth) -> Criticality:
@@ -915,4 +1014,272 @@ def _half_stable(act, roots, rejected, a1, b1, why_not_0, K_range, depth) -> Cri
     traj = _trajectory(act, C_b, C_W, K1, depth)
     pre = f"(pre-asymptotic: ℓ_c ≈ {ell_c:.3g})" if depth < 100 * ell_c else ""
     laws += _fits(traj, depth, K_star, False, pre)
-    return Criticality(act, "half-stable", C_b, C_W, K_star, a1, b1, p_perp, side, nu, expl, tuple(laws))
+    return _with_ntk_half_stable(Criticality(act, "half-stable", C_b, C_W, K_star, a1, b1, p_perp, side, nu,
+                                             expl, tuple(laws)))
+
+
+# ---------------------------------------------------------------------------------------------
+# NTK: exploding/vanishing gradients and the learning-rate equivalence principle (book Ch. 9)
+
+_RECURSION = "Θ' = λ_b + λ_W g(K) + χ⊥ Θ"
+
+
+@dataclass(frozen=True)
+class GradientGrowth:
+    """Exploding or vanishing gradients at large depth: the NTK recursion's per-layer factor χ⊥ (Ch. 9).
+
+    ``K_limit``: where the single-input kernel flows from ``K1`` (0, a fixed point, ``inf``; for the
+    scale-invariant class, whose χ⊥ does not depend on K, the kernel's own fate). ``chi_perp``: χ⊥
+    there; ``rate`` = ln χ⊥ per layer; ``regime``: ``"exploding"`` (χ⊥ > 1), ``"vanishing"``
+    (χ⊥ < 1) or ``"critical"`` (|χ⊥ − 1| ≤ 1e-8). ``text``: the same in words.
+    """
+
+    activation: Activation
+    C_b: float
+    C_W: float
+    K1: float
+    K_limit: float
+    chi_perp: float
+    rate: float
+    regime: str
+    text: str
+
+    def to_dict(self) -> dict:
+        return {"activation": self.activation.name, "C_b": self.C_b, "C_W": self.C_W, "K1": self.K1,
+                **{k: _jsonable(getattr(self, k)) for k in ("K_limit", "chi_perp", "rate")},
+                "regime": self.regime, "text": self.text}
+
+
+def gradient_growth(activation, C_b, C_W, *, K1: float = 1.0, depth: int = 1000) -> GradientGrowth:
+    r"""The exponential rate ln χ⊥ per layer at which the NTK's gradients explode or vanish (book Ch. 9).
+
+    .. math:: \Theta^{(L)} = \sum_{\ell=1}^{L}\big[\lambda_b + \lambda_W g(K^{(\ell-1)})\big]
+              \prod_{\ell'=\ell}^{L-1}\chi_\perp(K^{(\ell')}) ,\qquad
+              \prod\chi_\perp \approx \chi_\perp(K_\infty)^{L-\ell}
+
+    χ⊥ = C_W⟨σ′²⟩ is evaluated where the kernel goes at large depth: for the scale-invariant class
+    χ⊥ = C_W A₂ at every K (ReLU: C_W/2); otherwise the kernel map is iterated from K1 for up to
+    ``depth`` layers and χ⊥ is taken at the fixed point it reaches (K = 0 included, as the limit
+    K → 0). Works for any (C_b, C_W) and any activation, including those without criticality.
+
+    Raises ValueError for a discontinuous σ (χ⊥ = ∞) and for invalid arguments.
+    """
+    act = get_activation(activation)
+    C_b, C_W = _C_b(C_b), _C_W(C_W)
+    K1 = _validate.real("K1", K1, low=0.0, low_open=True)
+    depth = _validate.positive_int("depth", depth, minimum=2)
+    _check_no_delta(act)
+    _check_tails(act, np.array([K1]))
+    p = _homogeneity(act)
+    if p is not None and abs(p - 1.0) <= 1e-9:
+        chi = C_W * float(_sp2(act, np.array(1.0)))        # C_W A₂ at every K (K' = C_b + χK)
+        if chi < 1.0 - 1e-12:
+            K_lim = C_b / (1.0 - chi)
+        else:
+            K_lim = K1 if (C_b == 0.0 and chi <= 1.0 + 1e-12) else math.inf
+        where = "every K (χ⊥ = C_W·A₂ does not depend on K)"
+    else:
+        K, converged, up = K1, False, True
+        for _ in range(depth):
+            with np.errstate(all="ignore"):
+                Kn = C_b + C_W * float(_g(act, np.array(K))[0])
+            if 0.0 <= Kn < 1e-200:              # flowed to K = 0 (its χ⊥ is the K → 0 limit)
+                K = 0.0
+                break
+            if not (math.isfinite(Kn) and Kn < 1e6):
+                K = math.inf
+                break
+            if abs(Kn - K) <= 1e-13 * max(K, 1e-300):
+                K, converged = Kn, True
+                break
+            K, up = Kn, Kn > K
+        _check_tails(act, np.array([min(K, 1e6)]))
+        if K == math.inf:
+            K_lim, chi = math.inf, C_W * float(_sp2(act, np.array(1e6)))
+            where = "K → ∞ (χ⊥ evaluated at K = 1e6)"
+        elif converged and K > 0:
+            K_lim, chi = K, C_W * float(_sp2(act, np.array(K)))
+            where = f"the fixed point K = {K:.6g}"
+        else:       # slow (power-law) approach: the next fixed point in the direction of the flow
+            with np.errstate(over="ignore"):     # e.g. a user's exp(−z) at the grid's large K
+                fps = [fp for fp in fixed_points(act, C_b, C_W, K_range=(1e-10, max(1e4, 2.0 * K)))
+                       if math.isfinite(fp.K)]
+            ahead = [fp for fp in fps if (fp.K >= K if up else fp.K <= K)] or fps
+            if ahead:
+                fp = min(ahead, key=lambda q: abs(q.K - K))
+                K_lim, chi = fp.K, fp.chi_perp
+                where = "K → 0" if fp.K == 0.0 else f"the fixed point K = {fp.K:.6g}"
+            else:
+                K_lim, chi = K, C_W * float(_sp2(act, np.array(K)))
+                where = f"K = {K:.6g} after {depth} layers (not converged)"
+    rate = math.log(chi) if chi > 0 else -math.inf
+    if chi > 1.0 + _MARGINAL:
+        regime = "exploding"
+        text = (f"χ⊥ = {chi:.6g} > 1 at {where}: exploding gradients. The backward factor "
+                f"χ⊥^(L−ℓ) = e^({rate:.4g}·(L−ℓ)) that layer ℓ's contribution to Θ^(L) carries grows "
+                f"by e every ≈ {1.0 / rate:.3g} layers, and Θ^(L) grows like χ⊥^L.")
+    elif chi < 1.0 - _MARGINAL:
+        regime = "vanishing"
+        text = (f"χ⊥ = {chi:.6g} < 1 at {where}: vanishing gradients. The backward factor "
+                f"χ⊥^(L−ℓ) = e^({rate:.4g}·(L−ℓ)) that layer ℓ's contribution to Θ^(L) carries shrinks "
+                f"by e every ≈ {1.0 / abs(rate):.3g} layers."
+                if math.isfinite(rate) else
+                f"χ⊥ = 0 at {where}: no gradient reaches any layer below the output.")
+    else:
+        regime = "critical"
+        text = (f"χ⊥ = 1 at {where}: no exponential growth or decay of the NTK; only power laws "
+                f"remain (Criticality.ntk).")
+    return GradientGrowth(act, C_b, C_W, K1, float(K_lim), float(chi), float(rate), regime, text)
+
+
+def _is_odd(act: Activation) -> bool:
+    z = np.array([0.3, 0.8, 1.7, 3.1])
+    with np.errstate(all="ignore"):
+        a, b = np.asarray(act.sigma(z), dtype=float), np.asarray(act.sigma(-z), dtype=float)
+    return bool(np.all(np.isfinite(a)) and np.all(np.abs(a + b) <= 1e-12 * np.maximum(np.abs(a), 1e-300)))
+
+
+def _theta_traj(traj: dict, C_b: float, C_W: float, lam_b: float, lam_W: float) -> np.ndarray:
+    """Θ^{(ℓ)}, ℓ = 1..depth, iterated on a kernel trajectory: Θ' = λ_b + λ_W g(K) + χ⊥Θ."""
+    K, chi = traj["K"], traj["chi_perp"]
+    gs = (K - C_b) / C_W                        # g(K^{(ℓ−1)}) = (K^{(ℓ)} − C_b)/C_W, ℓ = 1..depth
+    T = np.empty_like(K)
+    T[0] = lam_b + lam_W * gs[0]
+    for i in range(len(K) - 1):
+        T[i + 1] = lam_b + lam_W * gs[i + 1] + chi[i] * T[i]
+    return T
+
+
+def _theta_limit_unit(crit: Criticality, K1: float | None) -> float:
+    """theta_limit(act, 1, 1, K1=K1): λ̃_b + λ̃_W g* at λ̃ = 1, from learning_rates' own g*
+    (theta_limit itself would solve criticality again)."""
+    from .learning_rates import _g_star
+
+    return 1.0 + float(_g_star(crit, K1))
+
+
+def _with_ntk_scale_invariant(crit: Criticality) -> Criticality:
+    A2 = 1.0 / crit.C_W
+    nu = crit.nu
+    r4 = (nu + 1.0) / 3.0                        # A₄/A₂², ν = 3r₄ − 1
+    cw = _num(crit.C_W)
+    chi = "C_W" if cw == "1" else f"C_W/{cw}"
+    grad = (f"The single-input NTK obeys {_RECURSION} (formula sheet §5), so χ⊥ is the per-layer factor "
+            f"of the gradients: layer ℓ's contribution to Θ^(L) carries the backward factor χ⊥^(L−ℓ). "
+            f"Here χ⊥ = C_W·A₂ = {chi} at every K. Off criticality (C_W ≠ 1/A₂ = {cw}) that factor "
+            f"explodes (C_W > {cw}) or vanishes (C_W < {cw}) exponentially, at the rate ln({chi}) per "
+            f"layer: exploding or vanishing gradients (gradient_growth gives the numbers). With C_b = 0 "
+            f"the weights' part of Θ is exactly ℓ λ_W A₂K⁽¹⁾ ({chi})^(ℓ−2). At criticality χ⊥ = 1 and with "
+            f"layer-independent λ every layer adds the same Θ₁ = λ_b + λ_W A₂K*, so Θ = ℓΘ₁ grows "
+            f"linearly with depth: the learning rates must scale as 1/L. Write f_W = λ_W A₂K*/Θ₁ ∈ [0, 1] "
+            f"for the weights' share of Θ₁ and r₄ = A₄/A₂² = {_num(r4)}.")
+    fl = {"A": ((r4 - 1.0) / 3.0, (r4 - 1.0) / 3.0, nu / 3.0), "B": (r4 / 3.0, 0.0, 0.0),
+          "D": ((r4 - 1.0) / 2.0, nu / 2.0, 0.0), "F": (r4 / 2.0, 0.0, 0.0)}
+
+    def poly(c):
+        terms = [f"{_num(c[0])}"] + [f"{_num(x)}{t}" for x, t in zip(c[1:], (" f_W", " f_W²")) if x != 0]
+        return " + ".join(terms)
+
+    laws = (_law("Θ/Θ₁", 1.0, 1.0, "analytic", "Θ = ℓΘ₁ (Θ₁ = λ_b + λ_W A₂K*), exactly"),
+            _law("A/(nΘ²)", math.nan, 1.0, "analytic",
+                 f"A/(nΘ²) ≈ [(r₄−1)(1+f_W) + νf_W²] ℓ/(3n) = ({poly(fl['A'])}) ℓ/n"),
+            _law("B/(nΘ²)", fl["B"][0], 1.0, "analytic", f"B/(nΘ²) ≈ r₄ℓ/(3n) = {_num(fl['B'][0])} ℓ/n"),
+            _law("D/(nKΘ)", math.nan, 1.0, "analytic",
+                 f"D/(nKΘ) ≈ (νf_W + r₄ − 1) ℓ/(2n) = ({poly(fl['D'])}) ℓ/n"),
+            _law("F/(nKΘ)", fl["F"][0], 1.0, "analytic", f"F/(nKΘ) ≈ r₄ℓ/(2n) = {_num(fl['F'][0])} ℓ/n"))
+    ntk = NTKCriticality(
+        chi_perp=1.0, gradients=grad,
+        off_criticality=(f"χ⊥ = C_W·A₂ = {chi} at every K: backward factor ({chi})^(L−ℓ), rate ln({chi}) per "
+                         f"layer; with C_b = 0, Θ = ℓ λ_W A₂K⁽¹⁾ ({chi})^(ℓ−2) + λ_b (χ⊥^ℓ − 1)/(χ⊥ − 1)"),
+        lambda_b="λ_b^(ℓ) = λ̃_b/L", lambda_W="λ_W^(ℓ) = λ̃_W/L",
+        theta_limit=f"Θ^(L) = λ̃_b + λ̃_W A₂K* = λ̃_b + {_num(A2)} λ̃_W K*, exactly at every depth",
+        theta_limit_value=_theta_limit_unit(crit, 1.0), theta_limit_at="λ̃_b = λ̃_W = 1, K* = 1",
+        laws=laws, fluctuations=fl,
+        unknown=None)
+    return replace(crit, ntk=ntk)
+
+
+def _with_ntk_k_star_zero(crit: Criticality, traj: dict | None, depth: int) -> Criticality:
+    p = float(crit.p_perp)
+    s1sq = 1.0 / crit.C_W
+    a1 = float(crit.a1)
+    w_lim = s1sq / (-a1)
+    cw = _num(crit.C_W)
+    chi = "C_W" if cw == "1" else f"C_W/{cw}"
+    odd = (f"; σ is odd, so for C_b = 0 and C_W > {cw} that fixed point has χ⊥ > 1 (Gaussian Poincaré "
+           f"inequality ⟨σ²⟩_K ≤ K⟨σ′²⟩_K; derived): exploding gradients" if _is_odd(crit.activation) else "")
+    grad = (f"The single-input NTK obeys {_RECURSION} (formula sheet §5), so χ⊥ is the per-layer factor "
+            f"of the gradients: layer ℓ's contribution to Θ^(L) carries Π χ⊥. At the critical point "
+            f"K* = 0, χ⊥ = C_Wσ₁² = 1, approached only as χ⊥ ≈ 1 − p⊥/ℓ (p⊥ = {_num(p)}): the product "
+            f"is (ℓ/L)^p⊥, a power law, not an exponential. Off criticality the kernel flows elsewhere and "
+            f"χ⊥ ≠ 1 there: for C_b = 0 and C_W < 1/σ₁² = {cw}, K → 0 exponentially and "
+            f"χ⊥ → C_Wσ₁² = {chi} < 1 (vanishing gradients, rate ln({chi}) per layer); for larger C_W or C_b > 0 "
+            f"K flows to a fixed point K > 0 with χ⊥ ≠ 1 (gradient_growth gives the rate){odd}. Without "
+            f"λ scaling, layer ℓ contributes ∝ (ℓ/L)^p⊥ through its bias and ∝ ℓ^(p⊥−1)/L^p⊥ through "
+            f"its weights, so Θ ≈ λ_b ℓ/(1+p⊥) + λ_W σ₁²/((−a₁)p⊥): the bias part grows linearly "
+            f"with depth, the weight part saturates.")
+    if abs(p - 1.0) <= 1e-9:
+        lb, lw = "λ_b^(ℓ) = λ̃_b/ℓ", "λ_W^(ℓ) = λ̃_W"
+    else:
+        lb = f"λ_b^(ℓ) = λ̃_b L^(p⊥−1)/ℓ^p⊥ (p⊥ = {_num(p)})"
+        lw = "λ_W^(ℓ) = λ̃_W (L/ℓ)^(p⊥−1)"
+    laws = [_law("Θ/λ_b", 1.0 / (1.0 + p), 1.0, "analytic",
+                 f"Θ/λ_b ≈ ℓ/(1+p⊥) = {_num(1.0 / (1.0 + p))} ℓ (λ_W = 0)"),
+            _law("Θ/λ_W", w_lim / p, 0.0, "analytic",
+                 f"Θ/λ_W → σ₁²/((−a₁)p⊥) = {_num(w_lim / p)} (λ_b = 0)")]
+    if traj is not None:
+        for q, lam in (("Θ/λ_b", (1.0, 0.0)), ("Θ/λ_W", (0.0, 1.0))):
+            fit = _fit(q, _theta_traj(traj, 0.0, crit.C_W, *lam), depth)
+            if fit is not None:
+                laws.append(fit)
+    ntk = NTKCriticality(
+        chi_perp=1.0, gradients=grad,
+        off_criticality=(f"χ⊥ → C_Wσ₁² = {chi} as K → 0 (C_b = 0, C_W < {cw}): backward factor "
+                         f"({chi})^(L−ℓ), rate ln({chi}) per layer; elsewhere χ⊥ at the fixed point reached"),
+        lambda_b=lb, lambda_W=lw,
+        theta_limit=f"Θ^(L) → λ̃_b + λ̃_W σ₁²/(−a₁) = λ̃_b + {_num(w_lim)} λ̃_W as L → ∞",
+        theta_limit_value=_theta_limit_unit(crit, None), theta_limit_at="λ̃_b = λ̃_W = 1, L → ∞",
+        laws=tuple(laws), fluctuations={},
+        unknown=("NTK fluctuations: the power laws of A, B, D, F for the K* = 0 class are not known to "
+                 "pdlt (not in the formula sheet, §12, and not derived here). pdlt.theory(net, X, ntk=True) "
+                 "iterates their recursions and pdlt.empirical.measure_ntk measures them."))
+    return replace(crit, ntk=ntk)
+
+
+def _with_ntk_half_stable(crit: Criticality) -> Criticality:
+    g_star = _theta_limit_unit(crit, None) - 1.0
+    K1 = 0.5 * crit.K_star if crit.stable_side.startswith("above") else 2.0 * crit.K_star
+    try:
+        gg = gradient_growth(crit.activation, crit.C_b, crit.C_W, K1=K1)
+        efold = (f", by e every {1.0 / abs(gg.rate):.3g} layers" if gg.regime != "critical"
+                 and math.isfinite(gg.rate) else "")
+        other = (f"; e.g. at the critical (C_b, C_W) an input with K⁽¹⁾ = {K1:.4g} flows to K = "
+                 f"{gg.K_limit:.6g}, where χ⊥ = {gg.chi_perp:.6g} ({gg.regime}{efold})")
+    except ValueError:
+        other = ""
+    grad = (f"The single-input NTK obeys {_RECURSION} (formula sheet §5), so χ⊥ is the per-layer factor "
+            f"of the gradients: layer ℓ's contribution to Θ^(L) carries Π χ⊥. At the critical point "
+            f"K* = {crit.K_star:.6g}, χ⊥ = 1; an input on the stable side approaches it with "
+            f"χ⊥ ≈ 1 − p⊥/ℓ (p⊥ = {_num(crit.p_perp)}, derived; for ℓ ≫ ℓ_c), so the product is "
+            f"(ℓ/L)^p⊥, a power law, not an exponential. Off criticality (other "
+            f"C_b, C_W, or an input on the unstable side) the kernel flows to a fixed point with χ⊥ ≠ 1: "
+            f"exploding (χ⊥ > 1) or vanishing (χ⊥ < 1) gradients at the rate ln χ⊥ per layer "
+            f"(gradient_growth gives it){other}. At K⁽¹⁾ = K* the kernel stays at K*, so with layer-independent "
+            f"λ every layer adds Θ₁ = λ_b + λ_W g(K*) and Θ = ℓΘ₁: the learning rates must scale as 1/L "
+            f"(derived here; the book's Ch. 9 treats the scale-invariant and K* = 0 classes).")
+    laws = (_law("Θ/Θ₁", 1.0, 1.0, "analytic",
+                 "Θ = ℓΘ₁ (Θ₁ = λ_b + λ_W g(K*)), exactly at K⁽¹⁾ = K* (derived)"),)
+    ntk = NTKCriticality(
+        chi_perp=1.0, gradients=grad,
+        off_criticality=("χ⊥ ≠ 1 at the fixed point K∞ the kernel reaches: backward factor χ⊥(K∞)^(L−ℓ), "
+                         "rate ln χ⊥(K∞) per layer"),
+        lambda_b="λ_b^(ℓ) = λ̃_b/L", lambda_W="λ_W^(ℓ) = λ̃_W/L",
+        theta_limit=(f"Θ^(L) = λ̃_b + λ̃_W g(K*) = λ̃_b + {_num(g_star)} λ̃_W, exactly at K⁽¹⁾ = K* "
+                     f"(derived)"),
+        theta_limit_value=1.0 + g_star, theta_limit_at="λ̃_b = λ̃_W = 1, K⁽¹⁾ = K*",
+        laws=laws, fluctuations={},
+        unknown=("NTK fluctuations: the power laws of A, B, D, F for the half-stable class are not known "
+                 "to pdlt (not in the formula sheet and not derived here; h(K*) ≠ 0 feeds Θ into D and A, "
+                 "so the scale-invariant ℓ/n laws need not carry over). pdlt.theory(net, X, ntk=True) "
+                 "iterates their recursions and pdlt.empirical.measure_ntk measures them."))
+    return replace(crit, ntk=ntk)
