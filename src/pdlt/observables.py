@@ -41,7 +41,7 @@ from .estimate import Estimate
 from .theory.state import LayerState
 
 __all__ = ["Twin", "TABLE", "NTK_TABLE", "NTK_ROWS", "EPS_MAX", "first_order_effect", "compare", "Comparison",
-           "family_threshold", "distinct_entries"]
+           "family_threshold", "distinct_entries", "DNTK_TABLE", "DNTK_ROWS"]
 
 #: Largest relative first-order effect ε at which the 1/n expansion is still judged.
 EPS_MAX = 0.5
@@ -114,6 +114,40 @@ NTK_TABLE: tuple[Twin, ...] = (
 )
 
 NTK_ROWS = tuple(t.name for t in NTK_TABLE)
+DDNTK_NAMES = ("R", "S", "T", "U")
+
+#: The dNTK (P, Q) and ddNTK (R, S, T, U) statistics share one natural size per family: for ReLU at
+#: criticality P = 0 at leading order but not at O(1/n) (measured P = 0.032 ± 0.0004 against
+#: Q = 2.10 at ℓ = 3, n = 64), so the first neglected order is ε times the family's largest entry.
+_FAMILIES = {"P": ("P", "Q"), "Q": ("P", "Q"), "R": ("R", "S", "T", "U"), "S": ("R", "S", "T", "U"),
+             "T": ("R", "S", "T", "U"), "U": ("R", "S", "T", "U")}
+
+
+def _family_scale(name: str):
+    def f(state: LayerState) -> float:
+        return max(float(np.max(np.abs(getattr(state, k)))) for k in _FAMILIES[name])
+    return f
+
+
+def _dntk_twin(name: str, description: str) -> Twin:
+    # leading order, like the NTK rows; 1e-9 of the family's size covers rounding where everything
+    # is exact (ℓ ≤ 2 for several of them)
+    return Twin(name, description, lambda s: getattr(s, name, None), lambda m: getattr(m, name),
+                lambda s: (first_order_effect(s) + 1e-9) * _family_scale(name)(s))
+
+
+#: The dNTK and ddNTK rows (book Ch. 11, ∞; formula sheet §6), measured by
+#: :func:`pdlt.empirical.dntk.measure_dntk`; layouts on :class:`~pdlt.theory.state.LayerState`.
+DNTK_TABLE: tuple[Twin, ...] = (
+    _dntk_twin("P", "dNTK-z correlation P[d0,d1,d2,d3] = n_{l-1} E[dH_ijj;d0d1d2 z_i;d3], i != j (Ch. 11)"),
+    _dntk_twin("Q", "dNTK-z correlation Q[d0,d1,d2,d3] = n_{l-1} E[dH_iij;d0d1d2 z_j;d3], i != j (Ch. 11)"),
+    _dntk_twin("R", "ddNTK-I mean R[d0,d1,d2,d3] = n_{l-1} E[ddI_iijj;d0d1d2d3], i != j (Ch. inf)"),
+    _dntk_twin("S", "ddNTK-II mean S[d1,d2,d3,d4] = n_{l-1} E[ddII_iijj;d1d2d3d4], i != j (Ch. inf)"),
+    _dntk_twin("T", "ddNTK-II mean T[d1,d3,d4,d2] = n_{l-1} E[ddII_ijij;d1d2d3d4], i != j (Ch. inf)"),
+    _dntk_twin("U", "ddNTK-II mean U[d1,d4,d2,d3] = n_{l-1} E[ddII_ijji;d1d2d3d4], i != j (Ch. inf)"),
+)
+
+DNTK_ROWS = tuple(t.name for t in DNTK_TABLE)
 
 
 @dataclass(frozen=True)
@@ -153,7 +187,7 @@ def compare(th, m, layers=None, names=None) -> list[Comparison]:
     """Compare a :class:`~pdlt.theory.Theory` with a measurement of the same network and inputs."""
     net = th.net
     layers = range(1, net.depth + 1) if layers is None else [net.check_layer(l) for l in layers]
-    every = TABLE + NTK_TABLE
+    every = TABLE + NTK_TABLE + DNTK_TABLE
     rows = [t for t in every if names is None or t.name in names]
     if names is not None:
         unknown = set(names) - {t.name for t in every}
@@ -165,8 +199,10 @@ def compare(th, m, layers=None, names=None) -> list[Comparison]:
         eps = first_order_effect(state)
         for t in rows:
             # a kernel measurement has no NTK rows, an NTK measurement no V; a theory run without
-            # the NTK has Theta = None: such rows are skipped unless asked for by name
-            if not hasattr(type(meas), t.name) or t.theory(state) is None:
+            # the NTK has Theta = None, a dNTK measurement without ddNTKs raises for R..U: such
+            # rows are skipped unless asked for by name
+            if (not hasattr(type(meas), t.name) or t.theory(state) is None
+                    or (t.name in DDNTK_NAMES and not getattr(m, "ddntk", True))):
                 if names is not None:
                     raise ValueError(f"{t.name} is not available in both the theory and the measurement")
                 continue
@@ -194,9 +230,13 @@ def _orbits(N: int, perms) -> int:
 
 
 # index symmetries (LayerState docstring): A like V; B[p,q,r,s] = B[q,p,s,r] = B[r,s,p,q];
-# D[a,b,c,d] = D[b,a,c,d] = D[a,b,d,c]; F[p,q,r,s] = F[r,s,p,q]
+# D[a,b,c,d] = D[b,a,c,d] = D[a,b,d,c]; F[p,q,r,s] = F[r,s,p,q]. From the definitions (dĤ symmetric
+# in its last two (neuron, input) pairs, dd_I in its last three, dd_II under (1,3) ↔ (2,4)):
+# P[a,b,c,d] = P[a,c,b,d]; R[a,b,c,d] = R[a,b,d,c]; S[a,b,c,d] = S[b,a,d,c]; T[a,b,c,d] = T[d,c,b,a];
+# U[a,b,c,d] = U[c,d,a,b]; Q has none.
 _SYMMETRIES = {"A": ((1, 0, 2, 3), (0, 1, 3, 2), (2, 3, 0, 1)), "B": ((1, 0, 3, 2), (2, 3, 0, 1)),
-               "D": ((1, 0, 2, 3), (0, 1, 3, 2)), "F": ((2, 3, 0, 1),)}
+               "D": ((1, 0, 2, 3), (0, 1, 3, 2)), "F": ((2, 3, 0, 1),), "P": ((0, 2, 1, 3),), "Q": (),
+               "R": ((0, 1, 3, 2),), "S": ((1, 0, 3, 2),), "T": ((3, 2, 1, 0),), "U": ((2, 3, 0, 1),)}
 
 
 def distinct_entries(name: str, N: int) -> int:
