@@ -6,13 +6,13 @@ of real networks (``pdlt.measure(net, X, networks, seed)``); :mod:`pdlt.observab
 
 from . import theory
 from .activations import get_activation
-from .empirical import Measurement, measure
+from .empirical import Measurement, measure, train_ensemble
 from .estimate import Estimate
 from .mlp import MLP
 from .observables import compare
-from .theory import LayerState, Theory
+from .theory import LayerState, Prediction, Theory
 from .theory.criticality import Criticality, criticality
 
 __all__ = ["MLP", "Estimate", "get_activation", "theory", "Theory", "LayerState", "measure",
-           "Measurement", "compare", "criticality", "Criticality"]
+           "Measurement", "compare", "criticality", "Criticality", "Prediction", "train_ensemble"]
 __version__ = "0.1.0"

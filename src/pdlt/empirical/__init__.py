@@ -27,11 +27,14 @@ from .four_point import PairedFourthMoment, PairMomentSquare
 from .kernel import PairMoment
 from .ntk import NTKMeasurement, measure_ntk
 from .dntk import DNTK_OBSERVABLES, DNTKMeasurement, measure_dntk
+from .training import (TrainedNetworks, TrainingDivergedError, TrainingMeasurement, empirical_ntk_train,
+                       train_ensemble, train_networks)
 
 __all__ = [
     "measure", "Measurement", "LayerMeasurement", "accumulate", "Accumulation", "LayerMeans",
     "Observable", "Feature", "Backend", "preactivations", "PreactivationOverflowError",
     "KERNEL", "VERTEX", "FOURTH_MOMENT", "DEFAULT_OBSERVABLES",
     "PairMoment", "PairedFourthMoment", "PairMomentSquare", "measure_ntk", "NTKMeasurement",
-    "measure_dntk", "DNTKMeasurement", "DNTK_OBSERVABLES",
+    "measure_dntk", "DNTKMeasurement", "DNTK_OBSERVABLES", "train_ensemble", "train_networks",
+    "TrainingMeasurement", "TrainedNetworks", "TrainingDivergedError", "empirical_ntk_train",
 ]
