@@ -22,7 +22,7 @@ import pytest
 from pdlt.verify import REGISTRY, Row, register, run_verify, unregister
 from pdlt.verify import checks as builtin_checks
 
-BUILTIN = ["kernel", "vertex", "ntk", "criticality", "deep_linear", "residual"]
+BUILTIN = ["kernel", "vertex", "ntk", "criticality", "deep_linear", "residual", "dntk"]
 
 
 def _strict_json(path: Path) -> dict:
@@ -206,6 +206,24 @@ def test_wrong_ntk_mean_fails(monkeypatch, tmp_path):
     assert res.exit_code == 1 and res.check("ntk").status == "fail"
     bad = [r for r in res.check("ntk").rows if r.ok is False]
     assert {r.name for r in bad} == {"Theta"} and len({r.layer for r in bad}) >= 2
+
+
+def test_wrong_ddntk_fails(monkeypatch, tmp_path):
+    """A wrong ddNTK T fails the dntk check's width sweep. The test mode's sweep (n = 8, 12, a few
+    hundred networks) resolves T only to ~30%, so T is tripled here; the default mode rejects T × 1.5."""
+    import pdlt.theory.network as network
+
+    real = network.theory
+
+    def wrong(*a, **k):
+        th = real(*a, **k)
+        states = tuple(s if s.T is None else dataclasses.replace(s, T=3.0 * s.T) for s in th.layers)
+        return network.Theory(th.net, th.X, states)
+    monkeypatch.setattr(network, "theory", wrong)
+    res = run_verify(tmp_path / "wrong", mode="test", progress=False, json_only=True, checks=["dntk"])
+    assert res.exit_code == 1 and res.check("dntk").status == "fail"
+    bad = {r.name for r in res.check("dntk").rows if r.ok is False}
+    assert "T" in bad and bad <= {"T", "χ²: measured − theory ∝ 1/n"}
 
 
 def test_registry_extension_skip_and_failure(tmp_path):

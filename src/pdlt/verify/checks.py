@@ -4,7 +4,8 @@ Each check is one function ``fn(ctx)`` registered with :func:`~pdlt.verify.regis
 networks from ``ctx.settings``, runs the theory, measures real ensembles (resumably, through
 ``ctx.part`` and the engine's ``checkpoint=``), and adds judged rows, notes, a reproduction snippet
 and one figure.  The criteria are those of the test suite (tests/test_twins.py,
-tests/test_ntk_twins.py, tests/test_criticality_twins.py, tests/empirical/test_deep_linear_twin.py):
+tests/test_ntk_twins.py, tests/test_criticality_twins.py, tests/empirical/test_deep_linear_twin.py;
+the dNTK check judges the n → ∞ extrapolation of a width sweep, as tests/test_dntk_twins.py):
 
 .. math:: |\text{measured} - \text{theory}| \le k\,\text{stderr} + \text{allowance},
 
@@ -691,6 +692,251 @@ def residual(ctx):
 
 
 # ---------------------------------------------------------------------------------------------
-# Further checks (dNTK/ddNTK, Bayesian learning, training dynamics) register here the same way: one
-# function taking ``ctx`` and one ``@register(...)`` with ``requires=("pdlt.empirical.dntk:measure_dntk",)``
-# (or the module it needs), so that an installation without the module reports the check as skipped.
+# 7. the dNTK and ddNTKs: the infinite-width limit of a width sweep
+
+
+#: The dNTK (P, Q) and ddNTK (R, S, T, U) statistics, and the families whose scale sets the allowance.
+DNTK_FIELDS = ("P", "Q", "R", "S", "T", "U")
+_DNTK_FAMILIES = (("P", "Q"), ("R", "S", "T", "U"))
+#: Allowance on the extrapolated intercept, relative to max |X| of the field: the O(1/n²) term that a
+#: two-parameter fit a + b/n leaves in a (as tests/test_dntk_twins.py).
+DNTK_DELTA = 0.01
+#: Name of the per-configuration row that judges the χ² test (measured − theory is a 1/n term).
+DNTK_CHI2_ROW = "χ²: measured − theory ∝ 1/n"
+
+
+def _dntk_cfg(activation, C_b, C_W, inputs=1):
+    return {"activation": activation, "C_b": C_b, "C_W": C_W, "inputs": inputs}
+
+
+_DNTK_TANH, _DNTK_RELU = _dntk_cfg("tanh", 0.0, 1.0), _dntk_cfg("relu", 0.0, 2.0)
+_DNTK_GELU, _DNTK_TANH2 = _dntk_cfg("gelu", 0.172922391, 1.98305826), _dntk_cfg("tanh", 0.0, 1.0, 2)
+
+
+def _dntk_mlp(cfg, n: int, layer: int) -> pdlt.MLP:
+    return pdlt.MLP(widths=[4] + [n] * layer, activation=cfg["activation"], C_b=cfg["C_b"], C_W=cfg["C_W"],
+                    lambda_b=LAMBDA_B, lambda_W=LAMBDA_W)
+
+
+def _dntk_label(cfg) -> str:
+    return f"{cfg['activation']} C_b={cfg['C_b']:g} C_W={cfg['C_W']:g} N={cfg['inputs']}"
+
+
+def _inv_n_fit(ns, y, se):
+    """Weighted least squares y = a + b/n, entry by entry: y, se of shape (widths, ...) → a, σ_a, b."""
+    y, se = np.asarray(y, dtype=np.float64), np.asarray(se, dtype=np.float64)
+    x = (1.0 / np.asarray(ns, dtype=np.float64)).reshape((-1,) + (1,) * (y.ndim - 1))
+    w = 1.0 / se ** 2
+    S, Sx, Sxx = w.sum(0), (w * x).sum(0), (w * x * x).sum(0)
+    Sy, Sxy = (w * y).sum(0), (w * x * y).sum(0)
+    det = S * Sxx - Sx ** 2
+    return (Sxx * Sy - Sx * Sxy) / det, np.sqrt(Sxx / det), (S * Sxy - Sx * Sy) / det
+
+
+def _chi2_fixed_intercept(ns, y, se, a):
+    """χ² and degrees of freedom of y = a + b/n with the intercept a held fixed (b fitted), per entry."""
+    y, se = np.asarray(y, dtype=np.float64), np.asarray(se, dtype=np.float64)
+    x = (1.0 / np.asarray(ns, dtype=np.float64)).reshape((-1,) + (1,) * (y.ndim - 1))
+    w = 1.0 / se ** 2
+    b = (w * x * (y - a)).sum(0) / (w * x * x).sum(0)
+    return (w * (y - a - b * x) ** 2).sum(0), len(ns) - 1
+
+
+def _dntk_snippet(cfg, s, seeds) -> str:
+    sweep = ", ".join(f"({n}, {E}, {sd})" for n, E, sd in zip(s["widths"], s["networks"], seeds))
+    L = s["layer"]
+    return (f"# {_dntk_label(cfg)}: width sweep at layer {L}; per entry fit a + b/n, the twin is a ≈ theory\n"
+            f"from pdlt.empirical import measure_dntk\n{_x_code(INPUTS[:cfg['inputs']])}\n"
+            f"sweep = [{sweep}]   # (width, networks, seed)\n"
+            f"y, se = {{f: [] for f in 'PQRSTU'}}, {{f: [] for f in 'PQRSTU'}}\n"
+            f"for n, networks, seed in sweep:\n"
+            f"    net = pdlt.MLP(widths=[4{', n' * L}], activation={cfg['activation']!r}, C_b={cfg['C_b']!r}, "
+            f"C_W={cfg['C_W']!r}, lambda_b={LAMBDA_B!r}, lambda_W={LAMBDA_W!r})\n"
+            f"    th = pdlt.theory(net, X, dntk=True, ddntk=True).layer({L})   # leading order: the same at every n\n"
+            f"    m = measure_dntk(net, X, networks, seed=seed, layers=[{L}], groups={s['groups']}, ddntk=True)"
+            f".layer({L})\n"
+            f"    for f in y:\n"
+            f"        y[f].append(getattr(m, f).mean.ravel())\n"
+            f"        se[f].append(getattr(m, f).stderr.ravel())\n"
+            f"x = 1 / np.array([n for n, _, _ in sweep])\n"
+            f"for f in y:\n"
+            f"    for e, t in enumerate(getattr(th, f).ravel()):\n"
+            f"        (b, a), cov = np.polyfit(x, np.array(y[f])[:, e], 1, w=1 / np.array(se[f])[:, e],\n"
+            f"                                 cov='unscaled')\n"
+            f"        print(f, e, f'a = {{a:.4f}} ± {{np.sqrt(cov[1, 1]):.4f}}  theory {{t:.4f}}')")
+
+
+_DNTK_WIDTHS = [12, 16, 24]
+
+
+@register(
+    "dntk", title="dNTK and ddNTKs: P, Q, R, S, T, U (width sweep)",
+    observable="dNTK/ddNTK statistics at ℓ = 3, extrapolated to n → ∞, vs P, Q, R, S, T, U",
+    book="book Ch. 11 (dNTK: P, Q) and Ch. ∞ (ddNTKs: R, S, T, U); formula sheet §6",
+    description=(
+        "The statistics of the dNTK (P, Q) and of the two ddNTKs (R, S, T, U) at layer 3, measured on "
+        "real ensembles of [4, n, n, n] networks (forward equations on explicit weights, learning rates "
+        f"λ_b = {LAMBDA_B}, λ_W = {LAMBDA_W}), against the leading-order recursions of pdlt.theory(..., "
+        "ddntk=True), at criticality. These statistics carry large O(1/n) corrections at the widths where "
+        "the per-network ddNTK is affordable (its cost grows as n⁵): tanh's T at n = 24 is still ~30% above "
+        "its n → ∞ value, so a comparison at a single width would be dominated by the 1/n correction, not "
+        "by the theory. The twin is therefore the extrapolation (as tests/test_dntk_twins.py): per entry the "
+        "measurements at several widths are fitted by a + b/n, and (1) the intercept must be the theory, "
+        "|a − X| ≤ k σ_a + δ, with δ = 1% of max |X| of the field (the O(1/n²) term a two-parameter fit "
+        "leaves in a) and k the family-wise threshold over all compared entries; (2) with a fixed to the "
+        "theory, the one-parameter fit X + b/n must describe the data (χ² p-value, Bonferroni over the "
+        "same entries, shown as an equivalent |z|), i.e. measured − theory is a 1/n term. ReLU follows the "
+        "almost-everywhere convention: per network σ″ = σ‴ = 0 (what autodiff computes), and the theory is "
+        "evaluated in the same convention, so P, R, U vanish at leading order and only their 1/n parts "
+        "are measured. Entries with no spread over the ensemble (exact per network) must equal the theory "
+        "exactly."),
+    requires=("pdlt.empirical.dntk:measure_dntk", "pdlt.theory.dntk"),
+    settings={
+        "test": {"configs": [_DNTK_TANH], "layer": 3, "widths": [8, 12], "networks": [600, 400],
+                 "groups": 20, "seed": 701},
+        "quick": {"configs": [_DNTK_TANH], "layer": 3, "widths": _DNTK_WIDTHS, "networks": [1500, 800, 400],
+                  "groups": 20, "seed": 701},
+        "default": {"configs": [_DNTK_TANH, _DNTK_RELU], "layer": 3, "widths": _DNTK_WIDTHS,
+                    "networks": [4000, 2000, 1200], "groups": 20, "seed": 701},
+        "full": {"configs": [_DNTK_TANH, _DNTK_RELU, _DNTK_GELU, _DNTK_TANH2], "layer": 3,
+                 "widths": [12, 16, 24, 32], "networks": [8000, 4000, 2400, 1600], "groups": 20, "seed": 701},
+    })
+def dntk(ctx):
+    from scipy import special, stats
+
+    from ..empirical import measure_dntk
+    from ..estimate import Estimate
+
+    s = ctx.settings
+    L, widths, nets = int(s["layer"]), [int(n) for n in s["widths"]], [int(E) for E in s["networks"]]
+    fields = list(DNTK_FIELDS)
+    sweeps = []
+    for i, cfg in enumerate(s["configs"]):
+        X = INPUTS[: cfg["inputs"]]
+        label = _dntk_label(cfg)
+        seeds = [ctx.seed + 10 * i + j for j in range(len(widths))]
+        theory, y, se = None, {f: [] for f in fields}, {f: [] for f in fields}
+        for n, E, seed in zip(widths, nets, seeds):
+            net = _dntk_mlp(cfg, n, L)
+            view = pdlt.theory(net, X, dntk=True, ddntk=True).layer(L)
+            th = {f: np.asarray(getattr(view, f), dtype=np.float64) for f in fields}
+            if theory is None:
+                theory = th
+            elif not all(np.allclose(th[f], theory[f], rtol=1e-10, atol=1e-14) for f in fields):
+                raise RuntimeError(f"{label}: the leading-order theory depends on the width (n = {n})")
+            key = f"{label} n={n}"
+            ctx.status(key)
+
+            def compute(net=net, X=X, E=E, seed=seed):
+                m = measure_dntk(net, X, E, seed=seed, layers=[L], groups=s["groups"], progress=False, ddntk=True)
+                return pack_estimates(m, fields, [L])
+            m = Measured(net, ctx.part(key, compute), fields).layer(L)
+            for f in fields:
+                y[f].append(np.asarray(m[f].mean, dtype=np.float64))
+                se[f].append(np.asarray(m[f].stderr, dtype=np.float64))
+        y = {f: np.stack(v) for f, v in y.items()}
+        se = {f: np.stack(v) for f, v in se.items()}
+        # entries with spread at every width are judged statistically; the rest (no spread: exact per
+        # network, e.g. a field that vanishes identically in the a.e. convention) exactly
+        spread = {f: np.all(se[f] > 0, axis=0) for f in fields}
+        sweeps.append((cfg, label, X, seeds, theory, y, se, spread))
+    m_tot = sum(int(sp[f].sum()) for *_, sp in sweeps for f in fields)
+    k = bonferroni(max(m_tot, 1))
+    p_crit = 2.0 * float(special.ndtr(-k))          # χ² criterion p < 2Φ(−k) ≤ 10⁻³/m (the same family)
+    fits = []
+    for cfg, label, X, seeds, theory, y, se, spread in sweeps:
+        rows, chi = [], []
+        fit = {}
+        for f in fields:
+            ok = spread[f]
+            safe = np.where(ok, se[f], 1.0)
+            a, sa, b = _inv_n_fit(widths, y[f], safe)
+            fit[f] = (a, sa, b)
+            delta = DNTK_DELTA * float(np.max(np.abs(theory[f])))
+            z = np.asarray(Estimate(a, np.where(ok, sa, 0.0), nets[-1]).z_score(theory[f], delta),
+                           dtype=np.float64)
+            exact = np.all(np.abs(y[f] - theory[f]) <= 1e-7 * delta, axis=0)
+            z = np.where(ok, z, np.where(exact, 0.0, np.inf))
+            chi2, dof = _chi2_fixed_intercept(widths, y[f], safe, theory[f])
+            p = np.where(ok, stats.chi2.sf(chi2, dof), 1.0)
+            idx = _worst(z)
+            pi = _worst(np.where(ok, -np.log(np.maximum(p, 1e-300)), 0.0)) if ok.any() else None
+            pmin = float(p[pi]) if pi is not None else None
+            chi.append((f, pi, pmin))
+            if ok[idx]:
+                meas, err = float(a[idx]), float(sa[idx])
+                note = (f"a + b/n over n = {', '.join(map(str, widths))}: b = {float(b[idx]):+.3g}; "
+                        f"χ² (a fixed to theory, {dof} dof): min p = {pmin:.3g} at {f}{_entry(pi)}")
+            else:
+                meas, err = float(y[f][-1][idx]), 0.0
+                note = "no spread over the ensemble (exact per network): compared exactly"
+                if pmin is not None:
+                    note += f"; χ² (a fixed to theory) min p = {pmin:.3g} at {f}{_entry(pi)}"
+            n_exact = int((~ok).sum())
+            if n_exact and ok.any():
+                note += f"; {n_exact} entries without spread compared exactly"
+            rows.append(Row(label, f, L, float(np.max(np.abs(z))), k, True, float(theory[f][idx]), meas, err,
+                            delta, _entry(idx), note))
+        judged = [(f, pi, pmin) for f, pi, pmin in chi if pmin is not None]
+        if judged:
+            f, pi, pmin = min(judged, key=lambda t: t[2])
+            zc = float(-special.ndtri(pmin / 2.0)) if pmin > 0 else math.inf
+            rows.append(Row(label, DNTK_CHI2_ROW, L, max(zc, 0.0), k, True, entry=f"{f}{_entry(pi)}",
+                            note=(f"min χ² p-value {pmin:.3g} over the judged entries, shown as |z| = −Φ⁻¹(p/2); "
+                                  f"fails for p < 2Φ(−k) = {p_crit:.2g} (Bonferroni, α = 10⁻³ over {m_tot} "
+                                  f"entries, floor 4). Per field: "
+                                  + ", ".join(f"{g} {q:.2g}" for g, _, q in judged))))
+        ctx.add_rows(rows)
+        fits.append(fit)
+        ctx.snippet(_dntk_snippet(cfg, s, seeds))
+    ctx.note(f"Layer {L}; widths n = {', '.join(map(str, widths))} with {', '.join(map(str, nets))} networks; "
+             f"one intercept row per field (|a − X| − δ)/σ_a at the worst entry (measured column: the "
+             f"intercept a ± σ_a), and one χ² row per configuration; k = {k:.2f} over {m_tot} entries. The "
+             f"leading-order theory does not depend on the (equal) widths; the measurements differ from it "
+             f"by O(1/n) with large coefficients, which the extrapolation removes.")
+    if any(c["activation"] == "relu" for c, *_ in sweeps):
+        ctx.note("ReLU: a.e. convention (σ″ = σ‴ = 0 per network, theory in the same convention): P, R and "
+                 "U vanish at leading order, so their intercepts are judged against 0 with no allowance.")
+    nc = len(sweeps)
+    ncols = min(2, nc)
+    nrows = -(-nc // ncols)
+    fig, axes = _figure(ctx, nrows, ncols, (5.8 * ncols, 4.4 * nrows))
+    if fig is None:
+        return
+    x = 1.0 / np.asarray(widths, dtype=np.float64)
+    xs = np.linspace(0.0, x.max() * 1.05, 50)
+    for j, ((cfg, label, X, seeds, theory, y, se, spread), fit) in enumerate(zip(sweeps, fits)):
+        ax = axes[j // ncols, j % ncols]
+        rows = [r for r in ctx.rows if r.config == label and r.name in fields]
+        for c, f in enumerate(fields):
+            r = next(rr for rr in rows if rr.name == f)
+            idx = tuple(int(t) for t in r.entry.strip("[]").split(",")) if r.entry else ()
+            fam = next(ff for ff in _DNTK_FAMILIES if f in ff)
+            scale = max(float(np.max(np.abs(theory[g]))) for g in fam) or 1.0
+            t = float(theory[f][idx])
+            norm, what = (t, "X") if abs(t) > 1e-12 * scale else (scale, "family max|X|")
+            a, sa, b = (float(v[idx]) for v in fit[f])
+            col = f"C{c}"
+            _errorbar(ax, x, y[f][(slice(None), *idx)] / norm, se[f][(slice(None), *idx)] / abs(norm), color=col,
+                      label=f"{f}{r.entry if cfg['inputs'] > 1 else ''} / {what}")
+            if np.isfinite(a):
+                ax.plot(xs, (a + b * xs) / norm, "--", color=col, lw=1.0)
+                ax.errorbar([-0.0015 - 0.0012 * c], [a / norm], yerr=[abs(sa / norm)], fmt="s", mfc="none", ms=4,
+                            color=col, capsize=2)
+            ax.plot([0.0], [t / norm], "*", color=col, ms=11, mec="k", mew=0.6)
+        ax.axvline(0.0, color="k", lw=0.6)
+        ax.set_xlim(-0.011, xs[-1])
+        ax.set_xlabel(r"$1/n$  (theory: ★ at $1/n = 0$; □ fitted intercept $a \pm \sigma_a$)")
+        ax.set_ylabel("measured / theory (theory 0: / family max|X|)")
+        ax.set_title(f"{label}: layer {L}, fit a + b/n", fontsize=9)
+        ax.legend(fontsize=7, ncol=2)
+        ax.grid(alpha=0.3)
+    for j in range(nc, nrows * ncols):
+        axes[j // ncols, j % ncols].set_visible(False)
+    ctx.set_figure(fig)
+
+
+# ---------------------------------------------------------------------------------------------
+# Further checks (Bayesian learning, training dynamics) register here the same way: one function
+# taking ``ctx`` and one ``@register(...)`` with ``requires=(...)`` naming the module it needs, so that
+# an installation without the module reports the check as skipped.
