@@ -492,3 +492,167 @@ def test_half_stable_theta_is_linear_at_the_fixed_point():
     np.testing.assert_allclose(lc.Theta, np.arange(1, L + 1) * c.ntk.theta_limit_value, rtol=1e-8)
     assert c.ntk.laws[0].quantity == "Θ/Θ₁" and "(derived)" in c.ntk.laws[0].text
     assert "not known" in c.ntk.unknown
+
+
+# --------------------------------------------------------------------------------------------
+# dNTK and ddNTKs at criticality (book Ch. 11, ∞): normalized statistics and their depth scaling
+
+DNTK_KEYS = ("P", "Q", "R", "S", "T", "U")
+
+
+def normalized(state, name):
+    """n·X̂ of a single-input LayerState: P/Θ², Q/Θ², (R, S, T, U)·K/Θ³."""
+    from pdlt.theory.criticality import DNTK_STATISTICS
+
+    _, k, m = DNTK_STATISTICS[name]
+    return getattr(state, name)[0, 0, 0, 0] * state.K[0, 0] ** m / state.Theta[0, 0] ** k
+
+
+@pytest.mark.parametrize("act", ["relu", "tanh", "gelu"])
+def test_dntk_section_in_report_and_dict(act):
+    from pdlt.theory.criticality import DNTK_STATISTICS, DNTKCriticality
+
+    c = criticality(act, depth=60)
+    assert isinstance(c.dntk, DNTKCriticality)
+    assert [p.quantity for p in c.dntk.laws] == [q for q, _, _ in DNTK_STATISTICS.values()]
+    assert all(p.source in ("analytic", "recursion fit") for p in c.dntk.laws)
+    assert set(c.dntk.scaling) == set(DNTK_KEYS)
+    d = json.loads(json.dumps(c.to_dict(), allow_nan=False))["dntk"]
+    assert {"learning_rates", "normalization", "statistics", "laws", "scaling", "exact", "notes", "unknown"} <= set(d)
+    assert d["statistics"]["R"] == "RK/(nΘ³)" and len(d["laws"]) == 6
+    text = c.report()
+    assert "dNTK and ddNTKs at criticality (book Ch. 11, ∞)" in text
+    assert all(p.text in text for p in c.dntk.laws)
+    if act == "tanh":
+        assert all(p.source == "recursion fit" for p in c.dntk.laws) and not c.dntk.exact
+        assert "not known to pdlt" in c.dntk.unknown and "λ_b^(ℓ) = λ̃_b/ℓ" in c.dntk.learning_rates
+        with pytest.raises(ValueError, match="recursion fits"):
+            c.dntk.value("Q", 10, 0.5)
+    else:
+        assert all(p.source == "analytic" for p in c.dntk.laws) and set(c.dntk.exact) == set(DNTK_KEYS)
+    if act == "relu":
+        assert "a.e. convention" in c.dntk.law("P").text and c.dntk.law("P").coefficient == 0.0
+    if act == "gelu":
+        assert all("(derived)" in p.text for p in c.dntk.laws)
+
+
+def test_dntk_section_absent_without_criticality():
+    c = criticality("sigmoid")
+    assert c.dntk is None and c.to_dict()["dntk"] is None and "dNTK" not in c.report()
+
+
+def test_dntk_section_in_the_cli():
+    from typer.testing import CliRunner
+
+    from pdlt.cli import app
+
+    result = CliRunner().invoke(app, ["criticality", "relu"])
+    assert result.exit_code == 0, result.output
+    out = " ".join(result.output.split())
+    assert "dNTK and ddNTKs at criticality (book Ch. 11, ∞)" in out and "dNTK/ddNTK depth scaling" in out
+    assert "Q/(nΘ²) = r₄f_W(ℓ − 1/ℓ)/(6n) = 0.3333 f_W (ℓ − 1/ℓ)/n" in out
+    result = CliRunner().invoke(app, ["criticality", "relu", "--json"])
+    assert result.exit_code == 0, result.output
+    q = json.loads(result.stdout)["dntk"]["scaling"]["Q"]
+    assert q["exponent"] == 1.0 and q["coefficients"] == pytest.approx([0.0, 1 / 3, 0.0], rel=1e-12)   # ReLU: r₄/6
+
+
+@pytest.mark.parametrize("act", ["relu", pdlt.activations.LeakyReLU(0.3)])
+def test_scale_invariant_dntk_laws_match_theory(act):
+    """Q/(nΘ²) = r₄f_W(ℓ − 1/ℓ)/(6n), SK/(nΘ³), TK/(nΘ³) exactly, P = R = U = 0, against the full
+    recursions (pdlt.theory, ddntk=True) at depth 200 and the closed forms of dntk.scale_invariant_critical."""
+    from pdlt.theory.criticality import _constant_solution
+    from pdlt.theory.dntk import scale_invariant_critical
+
+    c = criticality(act, depth=30)
+    A2 = 1 / c.C_W
+    A4 = (c.nu + 1) / 3 * A2 ** 2
+    r4 = A4 / A2 ** 2
+    L, K1, lb, lw = 200, 0.7, 0.6, 0.8
+    f_W = lw * A2 * K1 / (lb + lw * A2 * K1)
+    th = pdlt.theory(MLP(1, 50, L, act, C_b=0.0, C_W=c.C_W, lambda_b=lb, lambda_W=lw),
+                     np.array([[math.sqrt(K1 / c.C_W)]]), ddntk=True)
+    for ell in (2, 3, 17, L):
+        s = th.layer(ell)
+        for name in DNTK_KEYS:
+            assert normalized(s, name) == pytest.approx(float(c.dntk.value(name, ell, f_W)), rel=1e-9, abs=1e-300)
+    for name in ("P", "R", "U"):
+        assert th.layer(L).__getattribute__(name)[0, 0, 0, 0] == 0.0 and c.dntk.coefficient(name, f_W) == 0.0
+    # leading laws c(f_W)·ℓ: the analytic coefficients r₄f_W/6, r₄f_W/12, r₄f_W²/12, relative 1/ℓ² at ℓ = 200
+    assert c.dntk.coefficient("Q", f_W) == pytest.approx(r4 * f_W / 6, rel=1e-12)
+    assert c.dntk.coefficient("S", f_W) == pytest.approx(r4 * f_W / 12, rel=1e-12)
+    assert c.dntk.coefficient("T", f_W) == pytest.approx(r4 * f_W ** 2 / 12, rel=1e-12)
+    for name in ("Q", "S", "T"):
+        assert c.dntk.exponent(name) == 1.0
+        assert normalized(th.layer(L), name) == pytest.approx(c.dntk.coefficient(name, f_W) * L, rel=1.01 / L ** 2)
+    # the closed forms of pdlt.theory.dntk at small ℓ, and the generic constant-coefficient solver
+    ell = np.arange(1, 9)
+    Theta = ell * (lb + lw * A2 * K1)
+    cf = scale_invariant_critical(ell, K1, lb, lw, A2, A4)
+    for name in DNTK_KEYS:
+        _, k, m = pdlt.theory.criticality.DNTK_STATISTICS[name]
+        np.testing.assert_allclose(c.dntk.value(name, ell, f_W), cf[name] * K1 ** m / Theta ** k, rtol=1e-12, atol=0)
+    sol = _constant_solution(c.activation, 1.0, c.C_W, A2)
+    for name in DNTK_KEYS:
+        ex = np.zeros((7, 4))
+        for X, sign in ((np.array(c.dntk.exact[name]), 1.0), (sol[name], -1.0)):
+            ex[:X.shape[0], :X.shape[1]] += sign * X
+        assert np.max(np.abs(ex)) <= 1e-12, name
+
+
+def test_half_stable_dntk_exact_solution_matches_theory():
+    """GELU at K⁽¹⁾ = K*: the exact polynomials (derived) against the full recursions at depth 200."""
+    c = criticality("gelu", depth=30)
+    g_star = (c.K_star - c.C_b) / c.C_W
+    L, lb, lw = 200, 0.5, 0.9
+    f_W = lw * g_star / (lb + lw * g_star)
+    th = pdlt.theory(MLP(1, 50, L, "gelu", C_b=c.C_b, C_W=c.C_W, lambda_b=lb, lambda_W=lw),
+                     np.array([[math.sqrt(g_star)]]), ddntk=True)
+    for ell in (2, 3, 20, L):
+        s = th.layer(ell)
+        assert s.K[0, 0] == pytest.approx(c.K_star, rel=1e-10)
+        for name in DNTK_KEYS:
+            assert normalized(s, name) == pytest.approx(float(c.dntk.value(name, ell, f_W)), rel=1e-8), (name, ell)
+    # leading powers: P, U ∝ ℓ; Q, R, S ∝ ℓ²; T ∝ ℓ³ (⟨σσ″⟩ = 0 at criticality; σ″-moments ≠ 0 at K* > 0)
+    assert {k: c.dntk.exponent(k) for k in DNTK_KEYS} == {"P": 1, "Q": 2, "R": 2, "S": 2, "T": 3, "U": 1}
+    big = 10 ** 6
+    for name in DNTK_KEYS:
+        lead = c.dntk.coefficient(name, f_W) * big ** c.dntk.exponent(name)
+        assert float(c.dntk.value(name, big, f_W)) == pytest.approx(lead, rel=1e-4)
+        assert c.dntk.law(name).exponent == c.dntk.exponent(name)
+
+
+def test_k_star_zero_dntk_fits_match_the_recursions():
+    """tanh: the fitted laws (depth 1000) against the iterated recursions at depth 4000; the vectorized
+    recursion of the fits against pdlt.theory (ddntk=True) itself."""
+    from pdlt.theory.criticality import DNTK_STATISTICS, _dntk_trajectory, _trajectory
+
+    c = criticality("tanh", depth=1000)
+    d = c.dntk
+    for name in DNTK_KEYS:                             # what comes out: ∝ ℓ/n, except U ∝ 1/(ℓn)
+        assert d.exponent(name) == pytest.approx(-1.0 if name == "U" else 1.0, abs=0.03), name
+    # twin: _dntk_trajectory = pdlt.theory's single-input recursions (equivalence-principle λ, mixed)
+    L = 40
+    ell = np.arange(1, L + 1.0)
+    lam_b, lam_W = 0.7 / ell, np.full(L, 1.3)
+    th = pdlt.theory(MLP(1, 50, L, "tanh", C_b=0.0, C_W=1.0, lambda_b=list(lam_b), lambda_W=list(lam_W)),
+                     np.array([[1.0]]), ddntk=True)
+    K = np.array([s.K[0, 0] for s in th.layers])
+    tr = _dntk_trajectory(c.activation, K, 1.0, lam_b[:, None], lam_W[:, None], np.array([0.7 + 1.3 * K[0]]))
+    for name in ("Theta", "B", "F") + DNTK_KEYS:
+        ref = np.array([getattr(s, name).reshape(-1)[0] for s in th.layers])
+        np.testing.assert_allclose(tr[name][:, 0], ref, rtol=1e-10, atol=1e-12 * np.max(np.abs(ref)))
+    # the fits extrapolated to ℓ = 4000 (4× the fitted range), at three weight shares
+    L = 4000
+    K = _trajectory(c.activation, 0.0, 1.0, 1.0, L)["K"]
+    ell = np.arange(1, L + 1.0)
+    lbt, lwt = np.array([1.0, 0.6, 0.0]), np.array([0.0, 0.8, 2.0])       # f_W → 0, 0.4, 1
+    tr = _dntk_trajectory(c.activation, K, 1.0, lbt / ell[:, None], np.tile(lwt, (L, 1)), lbt + lwt * K[0])
+    Th = tr["Theta"][-1]
+    f_W = Th[2] / lwt[2] * lwt / Th
+    grid = np.linspace(0, 1, 11)
+    for name, (_, k, m) in DNTK_STATISTICS.items():
+        got = tr[name][-1] * K[-1] ** m / Th ** k
+        size = max(abs(d.coefficient(name, f)) for f in grid) * L ** d.exponent(name)
+        for g, f in zip(got, f_W):
+            assert abs(g - d.coefficient(name, f) * L ** d.exponent(name)) <= 0.04 * size, (name, f, g)

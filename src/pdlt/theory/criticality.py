@@ -35,6 +35,18 @@ so χ⊥ is the per-layer factor of the gradients: layer ℓ's contribution to �
 equivalence principle's per-layer scalings (:mod:`pdlt.theory.learning_rates`) with the resulting
 Θ^{(L)}, and the NTK power laws known for the class (none are guessed where they are not known).
 
+dNTK and ddNTKs at criticality (book Ch. 11, ∞; :mod:`pdlt.theory.dntk`). Each critical result also
+carries a :class:`DNTKCriticality` (``Criticality.dntk``): the depth scaling of the single-input dNTK
+statistics P, Q and ddNTK statistics R, S, T, U in the dimensionless combinations
+
+.. math:: \frac{P}{n\Theta^2},\ \frac{Q}{n\Theta^2},\qquad
+          \frac{RK}{n\Theta^3},\ \frac{SK}{n\Theta^3},\ \frac{TK}{n\Theta^3},\ \frac{UK}{n\Theta^3}
+
+(Θ, K of the same layer, equal widths n), each ≈ c(f_W) ℓ^e/n with f_W the weights' share of Θ:
+exact for the scale-invariant class (closed forms of :func:`pdlt.theory.dntk.scale_invariant_critical`)
+and for the half-stable class at K⁽¹⁾ = K* (constant-coefficient recursions, solved exactly here),
+fitted to the iterated recursions for the K* = 0 class (no analytic result is known to pdlt).
+
 Numerics: float64; 1-D Gaussian expectations by the split Gauss–Legendre rule of
 :func:`pdlt.gaussian.expect1` (≲ 1e-13 relative); derivatives of g by Hermite weights (σ only, so
 exact for kinks and for user callables); ⟨σ′²⟩ from a closed form where the activation has one.
@@ -55,7 +67,8 @@ from ..mlp import MLP
 from ._gauss import Expectations
 
 __all__ = ["chi_parallel", "chi_perp", "h", "kernel_map", "FixedPoint", "fixed_points", "PowerLaw",
-           "Criticality", "criticality", "CLASSES", "NTKCriticality", "GradientGrowth", "gradient_growth"]
+           "Criticality", "criticality", "CLASSES", "NTKCriticality", "GradientGrowth", "gradient_growth",
+           "DNTKCriticality", "DNTK_STATISTICS"]
 
 #: The universality classes :func:`criticality` can return.
 CLASSES = ("scale-invariant", "K*=0", "half-stable", "none")
@@ -550,6 +563,126 @@ class NTKCriticality:
         return lines
 
 
+#: The normalized dNTK/ddNTK statistics of :class:`DNTKCriticality`: name → (printed quantity, power k
+#: of Θ, power m of K) of n·X̂ = X K^m/Θ^k (X = P, Q: n E[dĤ z]; X = R, S, T, U: n E[ddĤ]).
+DNTK_STATISTICS = {"P": ("P/(nΘ²)", 2, 0), "Q": ("Q/(nΘ²)", 2, 0), "R": ("RK/(nΘ³)", 3, 1),
+                   "S": ("SK/(nΘ³)", 3, 1), "T": ("TK/(nΘ³)", 3, 1), "U": ("UK/(nΘ³)", 3, 1)}
+
+
+@dataclass(frozen=True)
+class DNTKCriticality:
+    r"""The dNTK (book Ch. 11) and ddNTKs (Ch. ∞) of one input at criticality: depth scaling (equal widths n).
+
+    The statistics P, Q (n E[dĤ z]) and R, S, T, U (n E[ddĤ]) of :mod:`pdlt.theory.dntk` are reported in
+    the dimensionless combinations (:data:`DNTK_STATISTICS`; Θ, K, n = n_{ℓ−1} of the same layer ℓ)
+
+    .. math:: \frac{P}{n\Theta^2},\ \frac{Q}{n\Theta^2},\quad \frac{RK}{n\Theta^3},\ \frac{SK}{n\Theta^3},\
+              \frac{TK}{n\Theta^3},\ \frac{UK}{n\Theta^3}\ \approx\ \frac{c(f_W)\,\ell^{e}}{n},\qquad
+              c(f_W) = c_0 + c_1 f_W + c_2 f_W^2 + c_3 f_W^3,
+
+    with f_W ∈ [0, 1] the weights' share of Θ (the part of Θ ∝ λ_W; the rest comes from λ_b).
+
+    Why these ratios (dimensional analysis). dĤ carries two factors of the learning-rate tensor λ and
+    ddĤ three, so under λ → cλ: Θ → cΘ, (P, Q) → c²(P, Q), (R, S, T, U) → c³(R, S, T, U). For the
+    scale-invariant class, rescaling the input x → sx together with λ_b → s²λ_b (the bias has the units
+    of z) is an exact symmetry of the network at C_b = 0: z → sz, K → s²K, Θ → s²Θ, and dĤ, ddĤ, being
+    (d/dθ)² z³ and (d/dθ)³ z⁴ contracted with λ's, scale as z³ and z⁴: E[dĤ z] → s⁴, E[ddĤ] → s⁴. The
+    only ratios invariant under both are P/Θ², Q/Θ² and (R, S, T, U)·K/Θ³. They measure what the dNTKs
+    do in training: a gradient step with the natural η ~ 1/Θ moves the outputs by O(ε) (the error, of
+    the size of z ~ √K) and changes the NTK by ΔĤ = −η dĤ ε, a relative change ΔĤ/Θ ~ dĤ z/Θ² ~
+    (P, Q)/(nΘ²); the ddNTKs change dĤ (and Ĥ at order η²), relative size η² ddĤ ε²/Θ ~ (R…U)K/(nΘ³).
+    The same ratios are used for the other classes (no exact symmetry there; K still sets the size of z).
+
+    Attributes
+    ----------
+    learning_rates : which λ the laws assume, in words (the learning-rate equivalence principle's
+        per-layer scalings; their overall L-dependent factor cancels in every ratio).
+    normalization : the ratios and the reason for them, in words.
+    laws : one :class:`PowerLaw` per statistic (``at`` omits the 1/n; ``coefficient`` is NaN where it
+        depends on f_W): ``"analytic"`` (scale-invariant: closed forms; half-stable: exact solution
+        derived here, marked "(derived)") or ``"recursion fit"`` (K* = 0).
+    scaling : {"P": (e, (c₀, c₁, …)), …}: n·X̂ ≈ c(f_W) ℓ^e at large depth (leading term).
+    exact : {"P": ((a₀₀, a₀₁, …), (a₁₀, …), …), …} where the recursions are solved exactly
+        (scale-invariant; half-stable at K⁽¹⁾ = K*): n·X̂ = Σ_ij a_ij f_W^j ℓ^(i−k), k the power of Θ
+        (2 for P, Q; 3 for R, S, T, U). Empty for the K* = 0 class (fits only).
+    notes : class-specific remarks in words (conventions, what drives the growth).
+    unknown : what is not known for this class (stated, not guessed), or None.
+    """
+
+    learning_rates: str
+    normalization: str
+    laws: tuple[PowerLaw, ...] = field(default=())
+    scaling: dict = field(default_factory=dict, hash=False)
+    exact: dict = field(default_factory=dict, hash=False)
+    notes: str = ""
+    unknown: str | None = None
+
+    def _name(self, name: str) -> str:
+        for key, (quantity, _, _) in DNTK_STATISTICS.items():
+            if name in (key, quantity):
+                return key
+        raise ValueError(f"unknown dNTK statistic {name!r}: one of {', '.join(DNTK_STATISTICS)} "
+                         f"({', '.join(q for q, _, _ in DNTK_STATISTICS.values())})")
+
+    def law(self, quantity: str, source: str | None = None) -> PowerLaw | None:
+        """The law of ``quantity`` (``"Q"`` or ``"Q/(nΘ²)"``, …), from ``source`` if given, or None."""
+        q = DNTK_STATISTICS[self._name(quantity)][0]
+        for p in self.laws:
+            if p.quantity == q and (source is None or p.source == source):
+                return p
+        return None
+
+    def coefficient(self, name: str, f_W: float) -> float:
+        """c(f_W) of n·X̂ ≈ c(f_W) ℓ^e for the statistic ``name`` (``"P"`` … ``"U"``)."""
+        key = self._name(name)
+        if key not in self.scaling:
+            raise ValueError(f"no depth scaling of {key} for this class: {self.unknown}")
+        f = _validate.real("f_W", f_W, low=0.0, high=1.0)
+        return float(sum(c * f ** j for j, c in enumerate(self.scaling[key][1])))
+
+    def exponent(self, name: str) -> float:
+        """e of n·X̂ ≈ c(f_W) ℓ^e for the statistic ``name``."""
+        key = self._name(name)
+        if key not in self.scaling:
+            raise ValueError(f"no depth scaling of {key} for this class: {self.unknown}")
+        return float(self.scaling[key][0])
+
+    def value(self, name: str, ell, f_W: float) -> np.ndarray:
+        """Exact n·X̂ at depth(s) ℓ ≥ 1 and weight share f_W, where the recursions are solved exactly
+        (``exact``); ValueError for the K* = 0 class (use the fitted laws)."""
+        key = self._name(name)
+        if key not in self.exact:
+            raise ValueError(f"no exact solution of the {key} recursion for this class: the laws are "
+                             f"recursion fits ({self.unknown})")
+        f = _validate.real("f_W", f_W, low=0.0, high=1.0)
+        ell = np.asarray(ell, dtype=np.float64)
+        k = DNTK_STATISTICS[key][1]
+        return sum(a * f ** j * ell ** (i - k) for i, row in enumerate(self.exact[key])
+                   for j, a in enumerate(row) if a != 0.0) + 0.0 * ell
+
+    def to_dict(self) -> dict:
+        return {"learning_rates": self.learning_rates, "normalization": self.normalization,
+                "statistics": {k: q for k, (q, _, _) in DNTK_STATISTICS.items()},
+                "laws": [p.to_dict() for p in self.laws],
+                "scaling": {k: {"exponent": _jsonable(e), "coefficients": [_jsonable(c) for c in cs]}
+                            for k, (e, cs) in self.scaling.items()},
+                "exact": {k: [[_jsonable(a) for a in row] for row in rows] for k, rows in self.exact.items()},
+                "notes": self.notes, "unknown": self.unknown}
+
+    def report_lines(self) -> list[str]:
+        """The dNTK section of :meth:`Criticality.report` (unindented)."""
+        lines = _wrap(self.normalization, 92) + _wrap(f"Learning rates: {self.learning_rates}", 92)
+        if self.laws:
+            lines += ["Depth scaling (one input, large depth ℓ):"]
+            w = min(max(len(p.text) for p in self.laws), 64)
+            lines += [f"  {p.text:<{w}}  [{p.source}]" for p in self.laws]
+        if self.notes:
+            lines += _wrap(self.notes, 92)
+        if self.unknown:
+            lines += _wrap(self.unknown, 92)
+        return lines
+
+
 @dataclass(frozen=True)
 class Criticality:
     """The critical initialization of an activation and its universality class (book Ch. 5).
@@ -567,6 +700,7 @@ class Criticality:
     explanation : plain words: why this class, what it means in practice.
     asymptotics : :class:`PowerLaw` entries, analytic first, then recursion fits.
     ntk : the NTK section (:class:`NTKCriticality`, book Ch. 9); None without criticality.
+    dntk : the dNTK/ddNTK section (:class:`DNTKCriticality`, book Ch. 11, ∞); None without criticality.
     """
 
     activation: Activation
@@ -582,6 +716,7 @@ class Criticality:
     explanation: str
     asymptotics: tuple[PowerLaw, ...] = field(default=())
     ntk: NTKCriticality | None = None
+    dntk: DNTKCriticality | None = None
 
     def law(self, quantity: str, source: str = "analytic") -> PowerLaw | None:
         """The asymptotic law of ``quantity`` from ``source``, or None."""
@@ -602,6 +737,7 @@ class Criticality:
             "explanation": self.explanation,
             "asymptotics": [p.to_dict() for p in self.asymptotics],
             "ntk": None if self.ntk is None else self.ntk.to_dict(),
+            "dntk": None if self.dntk is None else self.dntk.to_dict(),
         }
 
     def report(self) -> str:
@@ -625,6 +761,9 @@ class Criticality:
         if self.ntk is not None:
             lines += ["", "  NTK and learning rates (book Ch. 9):"]
             lines += ["    " + s for s in self.ntk.report_lines()]
+        if self.dntk is not None:
+            lines += ["", "  dNTK and ddNTKs at criticality (book Ch. 11, ∞):"]
+            lines += ["    " + s for s in self.dntk.report_lines()]
         return "\n".join(lines)
 
     def __str__(self) -> str:
@@ -900,8 +1039,8 @@ def _scale_invariant(act: Activation, depth: int) -> Criticality:
             _law("V/(nK²)", nu, 1.0, "analytic", f"V/(nK²) = {_num(nu)}(ℓ−1)/n"),
             _law("G1", 0.0, 0.0, "analytic", "G1 = 0 (E[z²] propagates exactly)")]
     laws += _fits(_trajectory(act, 0.0, C_W, 1.0, depth), depth, None, True)
-    return _with_ntk_scale_invariant(Criticality(act, "scale-invariant", 0.0, C_W, None, None, None, None,
-                                                 None, nu, expl, tuple(laws)))
+    return _with_dntk_scale_invariant(_with_ntk_scale_invariant(
+        Criticality(act, "scale-invariant", 0.0, C_W, None, None, None, None, None, nu, expl, tuple(laws))))
 
 
 def _homogeneous_none(act: Activation, p: float) -> Criticality:
@@ -944,7 +1083,7 @@ def _k_star_zero(act: Activation, s1: float, a1: float, b1: float, depth: int) -
     traj = _trajectory(act, 0.0, C_W, 1.0, depth)
     laws += _fits(traj, depth, None, False)
     crit = Criticality(act, "K*=0", 0.0, C_W, 0.0, a1, b1, p_perp, "above (K > K*)", nu, expl, tuple(laws))
-    return _with_ntk_k_star_zero(crit, traj, depth)
+    return _with_dntk_k_star_zero(_with_ntk_k_star_zero(crit, traj, depth), traj, depth)
 
 
 def _half_stable(act, roots, rejected, a1, b1, why_not_0, K_range, depth) -> Criticality:
@@ -1014,8 +1153,8 @@ def _half_stable(act, roots, rejected, a1, b1, why_not_0, K_range, depth) -> Cri
     traj = _trajectory(act, C_b, C_W, K1, depth)
     pre = f"(pre-asymptotic: ℓ_c ≈ {ell_c:.3g})" if depth < 100 * ell_c else ""
     laws += _fits(traj, depth, K_star, False, pre)
-    return _with_ntk_half_stable(Criticality(act, "half-stable", C_b, C_W, K_star, a1, b1, p_perp, side, nu,
-                                             expl, tuple(laws)))
+    return _with_dntk_half_stable(_with_ntk_half_stable(
+        Criticality(act, "half-stable", C_b, C_W, K_star, a1, b1, p_perp, side, nu, expl, tuple(laws))))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1283,3 +1422,377 @@ def _with_ntk_half_stable(crit: Criticality) -> Criticality:
                  "so the scale-invariant ℓ/n laws need not carry over). pdlt.theory(net, X, ntk=True) "
                  "iterates their recursions and pdlt.empirical.measure_ntk measures them."))
     return replace(crit, ntk=ntk)
+
+
+# ---------------------------------------------------------------------------------------------
+# dNTK and ddNTKs at criticality (book Ch. 11, ∞; pdlt.theory.dntk)
+
+_DNTK_NORMALIZATION = (
+    "Normalized statistics of one input (equal widths n; Θ, K of the same layer): P/(nΘ²), Q/(nΘ²) for "
+    "the dNTK (P, Q = n·E[dĤ z]) and RK/(nΘ³), SK/(nΘ³), TK/(nΘ³), UK/(nΘ³) for the ddNTKs (R…U = n·E[ddĤ]). "
+    "They are the only ratios unchanged by rescaling the learning rates (λ → cλ: Θ → cΘ, dĤ → c²dĤ, "
+    "ddĤ → c³ddĤ) and, for the scale-invariant class, by its exact symmetry x → sx, λ_b → s²λ_b (z → sz, "
+    "Θ → s²Θ, E[dĤ z] and E[ddĤ] → s⁴). They measure the NTK's change in training: a step with η ~ 1/Θ "
+    "and errors ε ~ z changes Ĥ by η·dĤ·ε, relative size (P, Q)/(nΘ²), and the ddNTKs enter as "
+    "η²·ddĤ·ε²/Θ ~ (R…U)K/(nΘ³). f_W is the weights' share of Θ (the part ∝ λ_W).")
+
+
+def _dntk_moments(act: Activation, K) -> dict:
+    """Single-input Gaussian moments of the dNTK/ddNTK recursions at variance(s) K (any shape), as
+    :func:`pdlt.theory.dntk.dntk_step_single` and ``ddntk_step_single`` use them, vectorized over K (one
+    quadrature pass for all σ-products). σ″, σ‴ from the forward equation are zero for a kinked σ (the
+    a.e. convention, :func:`pdlt.theory.dntk.keeps_explicit_sigma2`)."""
+    from .dntk import keeps_explicit_sigma2
+    from .ntk import _sp2_single
+
+    E = Expectations(act)
+    K = np.asarray(K, dtype=np.float64)
+    explicit = keeps_explicit_sigma2(act)
+
+    def products(z):
+        s, d1 = (np.asarray(act.derivative(z, k), dtype=np.float64) for k in (0, 1))
+        if explicit:
+            d2, d3 = (np.asarray(act.derivative(z, k), dtype=np.float64) for k in (2, 3))
+        else:
+            d2 = d3 = np.zeros_like(s)
+        return np.stack([s * s * d1 * d1, d1 ** 4, s * d2, d1 * d3, d2 * d2, s * d1 * d1 * d2,
+                         d1 ** 3 * d3, d1 * d1 * d2 * d2])
+
+    with np.errstate(divide="ignore", invalid="ignore"):
+        g, dd2, _ = E.g_derivs(K)
+        sp2 = _sp2_single(E, K)[0]
+        m = dict(zip(("s2p2", "sp4", "e20", "e31", "e22", "e2110", "e3111", "e2211"),
+                     gaussian.expect1(products, K)))
+    m.update(g=np.asarray(g, dtype=np.float64), sp2=np.asarray(sp2, dtype=np.float64),
+             dsps=0.5 * np.asarray(dd2, dtype=np.float64))      # ⟨σ′² + σσ″⟩ = g′(K) = χ∥/C_W
+    m["dpp"] = m["e31"] + m["e22"]                                # ⟨(σ″σ′)′⟩ = 2h/C_W
+    return m
+
+
+def _linrec(a: np.ndarray, s: np.ndarray, x0=0.0) -> np.ndarray:
+    """x[0] = x0, x[i+1] = a[i]·x[i] + s[i] (a, s: (L−1, …)) → x (L, …), summed in closed form:
+    x[i] = A[i]·(x0 + Σ_{k<i} s[k]/A[k+1]) with A[i] = Π_{k<i} a[k] (a > 0 here: susceptibilities)."""
+    A = np.concatenate([np.ones((1,) + a.shape[1:]), np.cumprod(a, axis=0)])
+    acc = np.concatenate([np.zeros((1,) + s.shape[1:]), np.cumsum(s / A[1:], axis=0)])
+    return A * (x0 + acc)
+
+
+def _dntk_trajectory(act: Activation, K: np.ndarray, C_W: float, lam_b: np.ndarray, lam_W: np.ndarray,
+                     Theta1) -> dict:
+    """Θ, B, F, P, Q, R, S, T, U of one input at layers ℓ = 1..L on the kernel trajectory K^{(ℓ)}
+    (equal widths, r = 1, C_b-independent), for several learning-rate choices at once.
+
+    The single-input recursions of :func:`pdlt.theory.ntk.ntk_step_single`,
+    :func:`pdlt.theory.dntk.dntk_step_single` and ``ddntk_step_single`` (the same terms, in the same
+    order) are each a first-order linear recursion X' = a X + s in the layer, with s built from
+    lower fields, so they are summed in closed form (:func:`_linrec`) one field after another.
+    ``lam_b``, ``lam_W``: (L, runs) per-layer rates of layers 1..L; ``Theta1``: (runs,) Θ^{(1)}.
+    Returns (L, runs) arrays (twin-tested against :func:`pdlt.theory` in the tests).
+    """
+    m = {k: v[:-1, None] for k, v in _dntk_moments(act, K).items()}     # layer-ℓ moments, ℓ = 1..L−1
+    lb, lam = lam_b[1:], lam_W[1:]                                      # λ of layer ℓ+1
+    C = C_W
+    ones = np.ones_like(lb)
+    chi_perp, chi_par = C * m["sp2"] * ones, C * m["dsps"] * ones
+    chi2 = chi_perp ** 2
+    Th = _linrec(chi_perp, lb + lam * m["g"], np.asarray(Theta1, dtype=np.float64))
+    T0 = Th[:-1]
+    B = _linrec(chi2, C ** 2 * m["sp4"] * T0 ** 2)
+    F = _linrec(chi_par ** 2, C ** 2 * m["s2p2"] * T0)
+    B0, F0 = B[:-1], F[:-1]
+    dPsi = lam * m["dsps"] + C * T0 * m["dpp"]                          # ⟨Ψ′⟩
+    P = _linrec(chi_perp * chi_par, C ** 2 * T0 ** 2 * m["e2110"] + C ** 2 * m["sp2"] * m["e20"] * B0)
+    Q = _linrec(chi_perp * chi_par, C * T0 * (lam * m["s2p2"] + C * T0 * m["e2110"]) + F0 * dPsi * chi_par)
+    P0, Q0 = P[:-1], Q[:-1]
+    Om2 = lam * m["e20"] + C * T0 * m["e31"]                            # ⟨Ω″⟩
+    Om2sp2 = lam * m["e2110"] + C * T0 * m["e3111"]                     # ⟨Ω″σ′²⟩
+    Phi = lam * m["sp2"] + C * T0 * m["e22"]                            # ⟨Φ⟩
+    Phisp2 = lam * m["sp4"] + C * T0 * m["e2211"]                       # ⟨Φσ′²⟩
+    Psi2 = lam ** 2 * m["s2p2"] + 2 * lam * C * T0 * m["e2110"] + C ** 2 * T0 ** 2 * m["e2211"]   # ⟨Ψ²⟩
+    R = _linrec(chi2, C * T0 ** 2 * Om2sp2 + C * m["sp2"] * (Om2 * B0 + dPsi * P0))
+    S = _linrec(chi2, C * T0 ** 2 * Phisp2 + C * m["sp2"] * Phi * B0)
+    T = _linrec(chi2, T0 * Psi2 + dPsi ** 2 * F0 + 2 * C * m["sp2"] * dPsi * Q0)
+    U = _linrec(chi2, C ** 2 * T0 ** 3 * m["e2211"])
+    return {"Theta": Th, "B": B, "F": F, "P": P, "Q": Q, "R": R, "S": S, "T": T, "U": U}
+
+
+# -- exact solution at a critical point with constant K (scale-invariant line, half-stable K⁽¹⁾ = K*) --
+
+@lru_cache(maxsize=1)
+def _power_sums(imax: int = 8) -> tuple[np.ndarray, ...]:
+    """H_i(ℓ) = Σ_{k=1}^{ℓ−1} k^i, i = 0..imax, as ascending coefficients in ℓ, from the telescoping
+    identity ℓ^{i+1} − 1 = Σ_{j≤i} C(i+1, j) H_j(ℓ) in exact rationals."""
+    from fractions import Fraction
+
+    H: list[list[Fraction]] = []
+    for i in range(imax + 1):
+        c = [Fraction(0)] * (i + 2)
+        c[i + 1] += 1
+        c[0] -= 1
+        for j in range(i):
+            for d, v in enumerate(H[j]):
+                c[d] -= math.comb(i + 1, j) * v
+        H.append([x / (i + 1) for x in c])
+    return tuple(np.array([float(x) for x in h]) for h in H)
+
+
+def _pmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Product of polynomials in (ℓ, f): a[i, j] multiplies ℓ^i f^j."""
+    out = np.zeros((a.shape[0] + b.shape[0] - 1, a.shape[1] + b.shape[1] - 1))
+    for i in range(a.shape[0]):
+        for j in range(a.shape[1]):
+            out[i:i + b.shape[0], j:j + b.shape[1]] += a[i, j] * b
+    return out
+
+
+def _padd(*ps: np.ndarray) -> np.ndarray:
+    out = np.zeros((max(p.shape[0] for p in ps), max(p.shape[1] for p in ps)))
+    for p in ps:
+        out[:p.shape[0], :p.shape[1]] += p
+    return out
+
+
+def _psum(s: np.ndarray) -> np.ndarray:
+    """X(ℓ) = Σ_{k=1}^{ℓ−1} s(k): the solution of X' = X + s(ℓ) with X(1) = 0."""
+    H = _power_sums()
+    out = np.zeros((s.shape[0] + 1, s.shape[1]))
+    for i in range(s.shape[0]):
+        out[:i + 2] += np.outer(H[i], s[i])
+    return out
+
+
+def _constant_solution(act: Activation, K: float, C_W: float, g_star: float) -> dict:
+    r"""Exact single-input B, F, P, Q, R, S, T, U at a critical point that the kernel does not leave
+    (K^{(ℓ)} = K, χ∥ = χ⊥ = 1), equal widths and layer-independent λ, as polynomials in (ℓ, f_W).
+
+    With Θ₁ = 1 (every statistic is homogeneous in λ), λ_b = 1 − f_W, λ_W = f_W/g*, Θ = ℓ. Criticality
+    also makes ⟨σσ″⟩ = (χ∥ − χ⊥)/C_W vanish exactly, and every recursion of
+    :func:`_dntk_trajectory` becomes X' = X + s(ℓ) with a polynomial source, summed by :func:`_psum`.
+    Returns {"P": a, …} with a[i, j] the coefficient of ℓ^i f_W^j in X·K^m (m = 1 for R…U).
+    """
+    m = {k: float(np.asarray(v).ravel()[0]) for k, v in _dntk_moments(act, np.array([K])).items()}
+    C = C_W
+    m["sp2"] = m["dsps"] = 1.0 / C                   # χ⊥ = χ∥ = 1
+    m["e20"] = 0.0                                   # ⟨σσ″⟩ = ⟨σ′² + σσ″⟩ − ⟨σ′²⟩ = 0
+    Th = np.array([[0.0], [1.0]])
+    lam = np.array([[0.0, 1.0 / g_star]])
+    Th2 = _pmul(Th, Th)
+    B = _psum(C ** 2 * m["sp4"] * Th2)
+    F = _psum(C ** 2 * m["s2p2"] * Th)
+    P = _psum(_padd(C ** 2 * m["e2110"] * Th2, C * m["e20"] * B))
+    dPsi = _padd(lam / C, C * m["dpp"] * Th)
+    Q = _psum(_padd(C * _pmul(Th, _padd(m["s2p2"] * lam, C * m["e2110"] * Th)), _pmul(F, dPsi)))
+    Om2 = _padd(m["e20"] * lam, C * m["e31"] * Th)
+    R = _psum(_padd(C * _pmul(Th2, _padd(m["e2110"] * lam, C * m["e3111"] * Th)), _pmul(Om2, B),
+                    _pmul(dPsi, P)))
+    Phi = _padd(lam / C, C * m["e22"] * Th)
+    S = _psum(_padd(C * _pmul(Th2, _padd(m["sp4"] * lam, C * m["e2211"] * Th)), _pmul(Phi, B)))
+    Psi2 = _padd(m["s2p2"] * _pmul(lam, lam), 2 * C * m["e2110"] * _pmul(lam, Th), C ** 2 * m["e2211"] * Th2)
+    T = _psum(_padd(_pmul(Th, Psi2), _pmul(_pmul(dPsi, dPsi), F), 2 * _pmul(dPsi, Q)))
+    U = _psum(C ** 2 * m["e2211"] * _pmul(Th, Th2))
+    out = {}
+    for name, X in (("P", P), ("Q", Q), ("R", R), ("S", S), ("T", T), ("U", U)):
+        X = X * K ** DNTK_STATISTICS[name][2]
+        scale = float(np.max(np.abs(X), initial=0.0))
+        while X.shape[0] > 1 and float(np.max(np.abs(X[-1]))) <= 1e-13 * scale:
+            X = X[:-1]                               # trailing rows that cancel (or vanish a.e.)
+        while X.shape[1] > 1 and float(np.max(np.abs(X[:, -1]))) <= 1e-13 * scale:
+            X = X[:, :-1]
+        out[name] = X
+    return out
+
+
+def _fpoly(cs) -> str:
+    """c₀ + c₁ f_W + … as text (zero terms omitted); parenthesized when it has several terms."""
+    names = ("", " f_W", " f_W²", " f_W³")
+    terms = [(c, names[j]) for j, c in enumerate(cs) if c != 0.0]
+    if not terms:
+        return "0"
+    c0, t0 = terms[0]
+    out = f"{'−' if c0 < 0 else ''}{_num(abs(c0))}{t0}"
+    for c, t in terms[1:]:
+        out += f" {'−' if c < 0 else '+'} {_num(abs(c))}{t}"
+    return f"({out})" if len(terms) > 1 else out
+
+
+def _ell_pow(e: float) -> str:
+    sup = {1: "", 2: "²", 3: "³", 4: "⁴"}
+    if abs(e - round(e)) < 1e-12 and round(e) in sup:
+        return "ℓ" + sup[round(e)]
+    return f"ℓ^{_num(e)}".replace("-", "−")
+
+
+def _exact_law(name: str, X: np.ndarray) -> tuple[PowerLaw, tuple]:
+    """The derived law of n·X̂ = Σ a_ij f^j ℓ^(i−k) (half-stable): the growing terms, leading first."""
+    q, k, _ = DNTK_STATISTICS[name]
+    d = X.shape[0] - 1
+    lead = tuple(float(c) for c in X[d])
+    if not np.any(X):
+        return _law(q, 0.0, 0.0, "analytic", f"{q} = 0", note="(derived)"), (0.0, lead)
+    grow = [i for i in range(d, -1, -1) if i - k >= 1 and np.any(X[i])]
+    if grow:
+        body = " + ".join(f"{_fpoly(X[i])} {_ell_pow(i - k)}" for i in grow)
+        rest = " + O(1)" if np.any(X[:min(grow)]) else ""
+        text = f"{q} = [{body}{rest}]/n" if len(grow) > 1 or rest else f"{q} = {body}/n"
+    else:
+        text = f"{q} ≈ {_fpoly(lead)} {_ell_pow(d - k)}/n" if d != k else f"{q} → {_fpoly(lead)}/n"
+    c = lead[0] if not any(lead[1:]) else math.nan
+    return _law(q, c, d - k, "analytic", text, note="(derived)"), (float(d - k), lead)
+
+
+def _with_dntk_scale_invariant(crit: Criticality) -> Criticality:
+    r4 = (crit.nu + 1.0) / 3.0                        # A₄/A₂²
+    q6, q12 = r4 / 6.0, r4 / 12.0
+    ae = "(a.e. convention: σ″ = σ‴ = 0 per network)"
+    laws = (_law("P/(nΘ²)", 0.0, 0.0, "analytic", f"P/(nΘ²) = 0 {ae}"),
+            _law("Q/(nΘ²)", math.nan, 1.0, "analytic",
+                 f"Q/(nΘ²) = r₄f_W(ℓ − 1/ℓ)/(6n) = {_num(q6)} f_W (ℓ − 1/ℓ)/n"),
+            _law("RK/(nΘ³)", 0.0, 0.0, "analytic", f"RK/(nΘ³) = 0 {ae}"),
+            _law("SK/(nΘ³)", math.nan, 1.0, "analytic",
+                 f"SK/(nΘ³) = r₄f_W(ℓ − 1/ℓ)/(12n) = {_num(q12)} f_W (ℓ − 1/ℓ)/n"),
+            _law("TK/(nΘ³)", math.nan, 1.0, "analytic",
+                 f"TK/(nΘ³) = r₄f_W²(ℓ − 1/ℓ)/(12n) = {_num(q12)} f_W² (ℓ − 1/ℓ)/n"),
+            _law("UK/(nΘ³)", 0.0, 0.0, "analytic", f"UK/(nΘ³) = 0 {ae}"))
+    z3, z4 = (0.0,) * 3, (0.0,) * 4
+    scaling = {"P": (0.0, z3), "Q": (1.0, (0.0, q6, 0.0)), "R": (0.0, z4), "S": (1.0, (0.0, q12, 0.0, 0.0)),
+               "T": (1.0, (0.0, 0.0, q12, 0.0)), "U": (0.0, z4)}
+    # n·X̂ = Σ a_ij f^j ℓ^(i−k): Q = r₄f(ℓ³ − ℓ)/6, SK = r₄f(ℓ⁴ − ℓ²)/12, TK = r₄f²(ℓ⁴ − ℓ²)/12 (Θ₁ = 1)
+    exact = {"P": ((0.0,),), "Q": ((0.0, 0.0), (0.0, -q6), (0.0, 0.0), (0.0, q6)), "R": ((0.0,),),
+             "S": ((0.0, 0.0),) * 2 + ((0.0, -q12), (0.0, 0.0), (0.0, q12)),
+             "T": ((0.0, 0.0, 0.0),) * 2 + ((0.0, 0.0, -q12), (0.0, 0.0, 0.0), (0.0, 0.0, q12)),
+             "U": ((0.0,),)}
+    notes = (f"Exact at every depth ℓ (C_b = 0, C_W = 1/A₂, equal widths, layer-independent λ; "
+             f"r₄ = A₄/A₂² = {_num(r4)}), from the closed forms Q = λ_W(A₄/A₂)K*Θ₁(ℓ+1)ℓ(ℓ−1)/6, "
+             f"S = λ_W(A₄/A₂)Θ₁²ℓ²(ℓ²−1)/12, T = λ_W²A₄K*Θ₁ℓ²(ℓ²−1)/12 with Θ = ℓΘ₁ "
+             f"(pdlt.theory.dntk.scale_invariant_critical; Q as in formula sheet §6, S and T derived there). "
+             f"Like the NTK fluctuations they grow as ℓ/n: the depth-to-width ratio controls how much the "
+             f"NTK moves during training. Only the weights source them: with λ_W = 0 (f_W = 0) all vanish. "
+             f"P, R and U vanish identically in the a.e. convention (what autodiff computes per network): "
+             f"their sources carry σ″ or σ‴ from the forward equation, zero almost everywhere for a "
+             f"piecewise-linear σ (P's source B·⟨σ″σ⟩ is ⟨zδ(z)⟩-like, zero for one input); at finite width "
+             f"they first appear at the next order in 1/n.")
+    dntk = DNTKCriticality(
+        learning_rates=("layer-independent λ_b, λ_W (the equivalence principle's λ̃/L; its 1/L cancels in "
+                        "every ratio); f_W = λ_W A₂K*/Θ₁ at every layer (Θ₁ = λ_b + λ_W A₂K*)."),
+        normalization=_DNTK_NORMALIZATION, laws=laws, scaling=scaling, exact=exact, notes=notes)
+    return replace(crit, dntk=dntk)
+
+
+def _with_dntk_half_stable(crit: Criticality) -> Criticality:
+    K = float(crit.K_star)
+    g_star = (K - crit.C_b) / crit.C_W
+    sol = _constant_solution(crit.activation, K, crit.C_W, g_star)
+    laws, scaling = [], {}
+    for name in DNTK_STATISTICS:
+        law, sc = _exact_law(name, sol[name])
+        laws.append(law)
+        scaling[name] = sc
+    exact = {k: tuple(tuple(float(a) for a in row) for row in X) for k, X in sol.items()}
+    fast = [f"{DNTK_STATISTICS[k][0]} (∝ {_ell_pow(e)})" for k, (e, _) in scaling.items() if e > 1]
+    hK = 0.5 * crit.C_W * float(_sp2_dK(crit.activation, np.array(K)))
+    notes = (f"Derived here (not from the book), exact at every depth for an input at the critical point: at "
+             f"K = K* = {K:.6g} with χ∥ = χ⊥ = 1 (hence ⟨σσ″⟩ = (χ∥ − χ⊥)/C_W = 0) the single-input "
+             f"recursions of pdlt.theory.dntk have constant coefficients, X' = X + s(ℓ) with s polynomial in "
+             f"ℓ, and are summed exactly (polynomials in ℓ and f_W: DNTKCriticality.value). Unlike the "
+             f"scale-invariant class, the σ″ and σ‴ moments do not vanish at K* > 0 (e.g. ⟨σ″²⟩ and "
+             f"⟨σ′σ‴ + σ″²⟩ = 2h(K*)/C_W, h(K*) = {hK:.4g}), and they multiply the growing Θ = ℓΘ₁")
+    f_free = all(not any(scaling[k][1][1:]) for k in scaling if scaling[k][0] > 1)
+    notes += (f", so {', '.join(fast)} grow faster than ℓ/n"
+              + ("; their leading terms do not depend on f_W" if f_free else "")
+              + ". As leading-order results in 1/n they hold while each normalized statistic is ≪ 1."
+              if fast else ".")
+    dntk = DNTKCriticality(
+        learning_rates=("layer-independent λ_b, λ_W (the equivalence principle's λ̃/L; its 1/L cancels in "
+                        "every ratio) and an input at the critical point, K⁽¹⁾ = K*, so K = K* in every "
+                        "layer; f_W = λ_W g(K*)/Θ₁ at every layer (Θ₁ = λ_b + λ_W g(K*))."),
+        normalization=_DNTK_NORMALIZATION, laws=tuple(laws), scaling=scaling, exact=exact, notes=notes,
+        unknown=("The book does not treat the half-stable class: nothing here is checked against it; "
+                 "inputs with K⁽¹⁾ ≠ K* are not covered (pdlt.theory(net, X, dntk=True, ddntk=True) "
+                 "iterates any case)."))
+    return replace(crit, dntk=dntk)
+
+
+#: f_W of the runs a K* = 0 fit is built from (cubic in f_W at most: four runs).
+_FIT_SHARES = (0.0, 1.0 / 3.0, 2.0 / 3.0, 1.0)
+#: f_W-terms whose own log-log slope is more than this below the common exponent are subleading.
+_SUBLEADING = 0.1
+
+
+def _dntk_fits(crit: Criticality, K: np.ndarray, depth: int) -> tuple[list[PowerLaw], dict]:
+    r"""Power laws n·X̂ ≈ c(f_W) ℓ^e fitted to the iterated single-input recursions (K* = 0 class).
+
+    Rates of the equivalence principle without its overall L-factor, λ_b^{(ℓ)} = λ̃_b ℓ^{−p⊥},
+    λ_W^{(ℓ)} = λ̃_W ℓ^{1−p⊥} (the factor cancels in every ratio), at the four shares f = 0, ⅓, ⅔, 1
+    (λ̃_b = 1 − f, λ̃_W = f/g*, g* = σ₁²/(−a₁)). Every statistic is a homogeneous polynomial in
+    (λ̃_b, λ̃_W) of degree k (the power of Θ), so at each ℓ n·X̂ is exactly a polynomial in the layer's
+    weight share f_W(ℓ), whose coefficients c_j(ℓ) are solved for. The exponent e is the log-log slope of
+    the L²([0, 1]) norm of that polynomial over the last decade (ℓ ≥ depth/10, as :func:`_fit`); c_j whose
+    own slope is more than 0.1 lower are subleading and dropped; the rest are least-squares fits
+    c_j(ℓ) ≈ c_j ℓ^e.
+    """
+    p = float(crit.p_perp)
+    g_star = 1.0 / (crit.C_W * -float(crit.a1))
+    L = K.size
+    ell = np.arange(1, L + 1, dtype=np.float64)
+    f = np.array(_FIT_SHARES)
+    lb_t, lw_t = 1.0 - f, f / g_star
+    lam_b = lb_t[None, :] * ell[:, None] ** (-p)
+    lam_W = lw_t[None, :] * ell[:, None] ** (1.0 - p)
+    with np.errstate(all="ignore"):
+        tr = _dntk_trajectory(crit.activation, K, crit.C_W, lam_b, lam_W, lam_b[0] + lam_W[0] * K[0] / crit.C_W)
+    Th = tr["Theta"]
+    fW = Th[:, -1:] / lw_t[-1] * lw_t[None, :] / Th              # Θ is linear in (λ̃_b, λ̃_W)
+    sel = ell >= max(2.0, depth / 10.0)
+    X = np.log(ell[sel])
+    laws, scaling = [], {}
+    for name, (q, k, mK) in DNTK_STATISTICS.items():
+        runs = [0, 1, 3] if k == 2 else [0, 1, 2, 3]
+        with np.errstate(all="ignore"):
+            y = tr[name][:, runs] * K[:, None] ** mK / Th[:, runs] ** k
+            V = fW[:, runs, None] ** np.arange(k + 1)
+            cj = np.linalg.solve(V[sel], y[sel][:, :, None])[:, :, 0]           # (ℓ, j)
+            G = 1.0 / (np.arange(k + 1)[:, None] + np.arange(k + 1)[None, :] + 1.0)
+            norm2 = np.einsum("li,ij,lj->l", cj, G, cj)
+        if cj.shape[0] < 3 or not np.all(np.isfinite(cj)) or not np.all(norm2 > 0):
+            continue
+        e = float(np.polyfit(X, 0.5 * np.log(norm2), 1)[0])
+        coef = [0.0] * (k + 1)
+        w = ell[sel] ** e
+        for j in range(k + 1):
+            c = cj[:, j]
+            if np.all(c != 0) and np.all(np.sign(c) == np.sign(c[-1])):
+                if np.polyfit(X, np.log(np.abs(c)), 1)[0] > e - _SUBLEADING:
+                    coef[j] = float(np.sum(c * w) / np.sum(w * w))
+        if not any(coef):
+            continue
+        scaling[name] = (e, tuple(coef))
+        c0 = coef[0] if not any(coef[1:]) else math.nan
+        laws.append(_law(q, c0, e, "recursion fit", f"{q} ≈ {_fpoly(coef)} {_ell_pow(e)}/n"))
+    return laws, scaling
+
+
+def _with_dntk_k_star_zero(crit: Criticality, traj: dict | None, depth: int) -> Criticality:
+    p = float(crit.p_perp)
+    laws, scaling = ([], {}) if traj is None else _dntk_fits(crit, traj["K"], depth)
+    if abs(p - 1.0) <= 1e-9:
+        rates = "λ_b^(ℓ) = λ̃_b/ℓ, λ_W^(ℓ) = λ̃_W (p⊥ = 1)"
+    else:
+        rates = (f"λ_b^(ℓ) ∝ λ̃_b ℓ^(−p⊥), λ_W^(ℓ) ∝ λ̃_W ℓ^(1−p⊥) (p⊥ = {_num(p)}; the factor L^(p⊥−1) cancels "
+                 f"in every ratio)")
+    w_lim = 1.0 / (crit.C_W * -float(crit.a1))
+    lr = (f"the equivalence principle's {rates}, so Θ^(L) → λ̃_b + λ̃_W σ₁²/(−a₁) = λ̃_b + {_num(w_lim)} λ̃_W "
+          f"and f_W → {_num(w_lim)} λ̃_W/Θ^(L) (f_W: the weights' share of Θ at layer ℓ). Layer-independent λ_b would "
+          f"make Θ ∝ ℓ dominated by the biases (f_W → 0): the f_W = 0 values.")
+    notes = (f"Fits to the single-input recursions of pdlt.theory.dntk (the same as "
+             f"pdlt.theory(net, X, dntk=True, ddntk=True)), iterated for {depth} layers from K⁽¹⁾ = 1 at "
+             f"f_W = 0, ⅓, ⅔, 1 and fitted over the last decade (ℓ ≥ {max(2, depth // 10)}). Terms of c(f_W) "
+             f"that grow more slowly than the leading power are omitted, so where c(f_W) = 0 the statistic "
+             f"grows more slowly than shown. The normalizing K → 0 like 1/((−a₁)ℓ).")
+    if traj is None:
+        notes = "The kernel recursion overflowed, so no fits could be made."
+    dntk = DNTKCriticality(
+        learning_rates=lr, normalization=_DNTK_NORMALIZATION, laws=tuple(laws), scaling=scaling, exact={},
+        notes=notes,
+        unknown=("Analytic dNTK and ddNTK laws for the K* = 0 class are not known to pdlt (formula sheet §12; "
+                 "not derived here): the laws above are recursion fits, not formulas."))
+    return replace(crit, dntk=dntk)
