@@ -464,6 +464,8 @@ def _print_criticality(console: Console, act, crit) -> None:
         console.print(laws)
     if crit.ntk is not None:
         _print_ntk(console, crit.ntk)
+    if getattr(crit, "dntk", None) is not None:
+        _print_dntk(console, crit.dntk)
     if none:
         console.print(Text(f"{_act_label(act)} has no criticality (universality class 'none'): no choice of "
                            "(C_b, C_W) keeps deep signals from decaying or exploding exponentially.",
@@ -492,6 +494,24 @@ def _print_ntk(console: Console, ntk) -> None:
         console.print(laws)
     if ntk.unknown:
         console.print(Text(ntk.unknown, style="yellow"))
+
+
+def _print_dntk(console: Console, dntk) -> None:
+    """Criticality.dntk (book Ch. 11, ∞): normalized dNTK/ddNTK statistics and their depth scaling."""
+    console.print(Panel(Text(f"{dntk.normalization}\n\nLearning rates: {dntk.learning_rates}"),
+                        title="dNTK and ddNTKs at criticality (book Ch. 11, ∞)", title_align="left",
+                        border_style="green"))
+    if dntk.laws:
+        laws = Table(title=Text("dNTK/ddNTK depth scaling (one input, large depth ℓ)"), title_justify="left")
+        laws.add_column("law")
+        laws.add_column("source")
+        for law in dntk.laws:
+            laws.add_row(Text(law.text), law.source)
+        console.print(laws)
+    if dntk.notes:
+        console.print(Text(dntk.notes))
+    if dntk.unknown:
+        console.print(Text(dntk.unknown, style="yellow"))
 
 
 @app.command()
