@@ -318,3 +318,71 @@ def test_tune_learning_rates_obey_the_equivalence_principle(crit_engine, act, wi
     result = run("tune", "--activation", act, "--width", width)
     assert result.exit_code == 0, result.output
     assert f"{L} (recommended max depth)" in flat(result.output)
+
+
+# --- pdlt train-predict (book Ch. 10) ------------------------------------------------------------
+
+TRAIN_TINY = ["--width", "64", "--networks", "60", "--steps", "4", "--data", "synthetic:4,3"]
+
+
+def test_train_predict_help():
+    result = run("train-predict", "--help")
+    assert result.exit_code == 0, result.output
+    for option in ("--activation", "--depth", "--width", "--C-W", "--lambda-b", "--lambda-W", "--data",
+                   "--data-seed", "--eta", "--steps", "--newton", "--networks", "--seed", "--plot", "--json"):
+        assert option in result.output
+
+
+def test_train_predict_json(tmp_path):
+    pytest.importorskip("pdlt.empirical.training")
+    pytest.importorskip("matplotlib")
+    path = tmp_path / "pred.png"
+    result = run("train-predict", *TRAIN_TINY, "--json", "--plot", path)
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["net"]["widths"] == [4, 64, 1] and doc["net"]["C_W"] == [1.0, 1.0]   # tanh at criticality
+    assert doc["training"]["method"] == "gradient descent" and doc["training"]["steps"] == 4
+    assert doc["training"]["eta"] == pytest.approx(0.5 * doc["training"]["eta_max"])
+    assert len(doc["rows"]) == 3 and {"theory_mean", "measured_mean", "z_mean", "z_variance"} <= set(doc["rows"][0])
+    assert doc["allowance"] == pytest.approx(3.0 / 64) and doc["threshold"] >= 4.0
+    assert doc["checks"]["total"] == 2 * 3 + 2 and 0 <= doc["checks"]["passed"] <= doc["checks"]["total"]
+    assert path.is_file() and doc["plot"] == str(path)
+    # a wrong comparison is reported, not an error: the theory mean is what the rows were judged against
+    np.testing.assert_allclose([r["theory_mean"] for r in doc["rows"]], doc["theory"]["mean"])
+
+
+def test_train_predict_newton_relu_table():
+    pytest.importorskip("pdlt.empirical.training")
+    result = run("train-predict", "--activation", "relu", "--width", "64", "--networks", "40", "--newton",
+                 "--data", "synthetic:3,2")
+    assert result.exit_code == 0, result.output
+    assert "newton step" in result.output and "comparisons pass" in result.output
+    assert "C_W=2.0" in result.output        # ReLU's critical C_W by default
+
+
+def test_train_predict_digits_json():
+    pytest.importorskip("sklearn")
+    pytest.importorskip("pdlt.empirical.training")
+    result = run("train-predict", "--data", "digits:6,4", "--width", "32", "--networks", "30", "--steps", "2",
+                 "--json")
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["net"]["widths"][0] == 64 and set(doc["data"]["y_train"]) == {1.0, -1.0}
+    assert len(doc["rows"]) == 4
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--eta", "5"], "gradient descent diverges"),
+    (["--eta", "-1"], "eta must be > 0"),
+    (["--data", "mnist"], "--data must be"),
+    (["--data", "synthetic:0,2"], "two integers >= 1"),
+    (["--newton", "--steps", "3"], "not both"),
+    (["--activation", "sigmoid"], "no criticality"),
+    (["--plot", "fig.pdf"], ".png or .svg"),
+])
+def test_train_predict_bad_input(args, words):
+    result = run("train-predict", "--width", "16", "--networks", "10", *args)
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+    assert words in lines[0] and "Traceback" not in result.output and "nan" not in lines[0].lower()

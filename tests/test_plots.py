@@ -79,3 +79,78 @@ def test_missing_matplotlib_says_how_to_install(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
     with pytest.raises(ImportError, match=r"pip install 'pdlt\[plot\]'"):
         plots.plot_vertex_growth([1.0, 2.0], None, tmp_path / "v.png")
+
+
+# --- trained networks (book Ch. 10) ------------------------------------------------------------
+
+
+def _regression():
+    rng = np.random.default_rng(3)
+    XA, XB, w = rng.standard_normal((4, 4)), rng.standard_normal((3, 4)), rng.standard_normal(4)
+    return XA, np.sin(XA @ w / 2), XB, np.sin(XB @ w / 2)
+
+
+def _axes_labels(path):
+    """The figure's axis labels, read back from the SVG text (matplotlib writes text as <text> or paths
+    with the label in a comment)."""
+    return path.read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("suffix", [".png", ".svg"])
+def test_training_prediction(tmp_path, suffix):
+    train = pytest.importorskip("pdlt.empirical.training")
+    from pdlt.theory import training as tr
+
+    XA, yA, XB, yB = _regression()
+    net = pdlt.MLP(4, 64, 2, "tanh", C_b=0.0, C_W=1.0, lambda_b=0.5, lambda_W=1.0, output_dim=1)
+    eta = 0.5 * tr.max_learning_rate(net, XA)
+    th = tr.gradient_descent(net, XA, yA, XB, eta=eta, steps=4, y_test=yB)
+    m = train.train_ensemble(net, XA, yA, XB, 40, 0, eta=eta, steps=4, y_test=yB, groups=10)
+    path = tmp_path / f"pred{suffix}"
+    assert_figure(path, plots.plot_training_prediction(th, m, path))
+    if suffix == ".svg":
+        text = _axes_labels(path)
+        assert "test input" in text and "trained output" in text
+    # a mapping of plain arrays works too (what pdlt verify stores)
+    path = tmp_path / "pred-arrays.png"
+    arrays = {"mean": m.mean.mean, "mean_se": m.mean.stderr}
+    assert_figure(path, plots.plot_training_prediction(tr.newton_step(net, XA, yA, XB), arrays, path))
+
+
+def test_training_prediction_axes_labelled(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    fig = Figure()
+    ax = fig.subplots()
+    plots.draw_training_prediction(ax, [0.1, 0.5], [0.04, 0.01], [0.12, 0.48], [0.01, 0.01], [0.05, 0.012],
+                                   [0.004, 0.001], [0.2, 0.6], title="demo")
+    assert ax.get_xlabel() and "trained output" in ax.get_ylabel() and ax.get_title() == "demo"
+    assert len(ax.get_legend().get_texts()) >= 4
+
+
+def test_test_error_vs_depth(crit, tmp_path):
+    XA, yA, XB, yB = _regression()
+    path = tmp_path / "depth.svg"
+    assert_figure(path, plots.plot_test_error_vs_depth("tanh", [0.8, 1.0, 1.2], range(1, 9), XA, yA, XB, yB, path))
+    text = path.read_text(encoding="utf-8")
+    assert "depth" in text and "critical" in text
+    # gradient descent for a few steps, ReLU, with measured points from a tiny trained ensemble
+    pytest.importorskip("pdlt.empirical.training")
+    path = tmp_path / "depth.png"
+    assert_figure(path, plots.plot_test_error_vs_depth("relu", [1.8, 2.0, 2.2], [1, 2, 3, 4, 6, 8], XA, yA, XB,
+                                                       yB, path, steps=10, measure_depths=[2], width=16,
+                                                       networks=10))
+
+
+def test_training_plots_bad_arguments(tmp_path):
+    XA, yA, XB, yB = _regression()
+    with pytest.raises(ValueError, match="Prediction"):
+        plots.plot_training_prediction("x", {"mean": [0.0], "mean_se": [0.1]}, tmp_path / "p.png")
+    with pytest.raises(ValueError, match="C_W_values"):
+        plots.plot_test_error_vs_depth("tanh", [-1.0], [1, 2], XA, yA, XB, yB, tmp_path / "d.png")
+    with pytest.raises(ValueError, match="depths"):
+        plots.plot_test_error_vs_depth("tanh", [1.0], [0], XA, yA, XB, yB, tmp_path / "d.png")
+    assert not any(tmp_path.iterdir())

@@ -22,7 +22,7 @@ import pytest
 from pdlt.verify import REGISTRY, Row, register, run_verify, unregister
 from pdlt.verify import checks as builtin_checks
 
-BUILTIN = ["kernel", "vertex", "ntk", "criticality", "deep_linear", "residual", "dntk"]
+BUILTIN = ["kernel", "vertex", "ntk", "criticality", "deep_linear", "residual", "dntk", "learning"]
 
 
 def _strict_json(path: Path) -> dict:
@@ -224,6 +224,35 @@ def test_wrong_ddntk_fails(monkeypatch, tmp_path):
     assert res.exit_code == 1 and res.check("dntk").status == "fail"
     bad = {r.name for r in res.check("dntk").rows if r.ok is False}
     assert "T" in bad and bad <= {"T", "χ²: measured − theory ∝ 1/n"}
+
+
+def test_learning_check_passes_in_test_mode(tmp_path):
+    pytest.importorskip("pdlt.empirical.training")
+    res = run_verify(tmp_path / "ok", mode="test", progress=False, json_only=True, checks=["learning"])
+    c = res.check("learning")
+    assert c.status == "pass" and c.figure is not None and "train_ensemble" in c.snippet, c.error
+    names = {r.name for r in c.rows}
+    assert {"mean E[z(t)]", "variance Var[z(t)]"} <= names and len({r.config for r in c.rows}) == 4
+    assert all(r.allowance == pytest.approx(3.0 / 512) for r in c.rows)
+
+
+def test_wrong_training_mean_fails(monkeypatch, tmp_path):
+    """The trained mean of the infinite-width theory × 1.3 (gradient descent and the Newton step) fails."""
+    pytest.importorskip("pdlt.empirical.training")
+    import pdlt.theory.training as tr
+
+    def scaled(fn):
+        def wrong(*a, **k):
+            p = fn(*a, **k)
+            return dataclasses.replace(p, mean=1.3 * p.mean)
+        return wrong
+    monkeypatch.setattr(tr, "gradient_descent", scaled(tr.gradient_descent))
+    monkeypatch.setattr(tr, "newton_step", scaled(tr.newton_step))
+    res = run_verify(tmp_path / "wrong", mode="test", progress=False, json_only=True, checks=["learning"])
+    assert res.exit_code == 1 and res.check("learning").status == "fail"
+    bad = [r for r in res.check("learning").rows if r.ok is False]
+    assert "mean E[z(t)]" in {r.name for r in bad} and len({r.config for r in bad}) >= 2
+    assert all(r.name in ("mean E[z(t)]", "test error E[(z − y)²]") for r in bad)
 
 
 def test_registry_extension_skip_and_failure(tmp_path):

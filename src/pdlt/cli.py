@@ -626,6 +626,243 @@ def verify(
     raise typer.Exit(res.exit_code)
 
 
+# --- training: the infinite-width trained network vs a trained ensemble (book Ch. 10) -----------
+
+#: The O(1/n) allowance of the trained-network twins, ALLOW/n (tests/empirical/test_training.py).
+TRAIN_ALLOW = 3.0
+_DATA = "Data"
+_TRAIN = "Training"
+_DATA_DEFAULTS = {"synthetic": (6, 4), "digits": (10, 6)}
+#: The two digit classes of --data digits (targets +1 and −1).
+DIGIT_CLASSES = (3, 8)
+
+CriticalCB = Annotated[str | None, typer.Option(
+    "--C-b", metavar="FLOAT[,...]", help="Bias variance C_b (default: the activation's critical value).",
+    rich_help_panel=_NET, show_default=False)]
+CriticalCW = Annotated[str | None, typer.Option(
+    "--C-W", metavar="FLOAT[,...]", help="Weight variance C_W (default: the activation's critical value).",
+    rich_help_panel=_NET, show_default=False)]
+
+
+def _train_data(spec: str, input_dim: int | None, seed: int):
+    """(X_train, y_train, X_test, y_test, description) for --data synthetic[:N,M] or digits[:N,M]."""
+    name, _, sizes = str(spec).partition(":")
+    name = name.strip().lower()
+    if name not in _DATA_DEFAULTS:
+        raise ValueError(f"--data must be synthetic[:N_train,N_test] or digits[:N_train,N_test], got {spec!r}")
+    N, M = _DATA_DEFAULTS[name]
+    if sizes:
+        parts = [p.strip() for p in sizes.split(",")]
+        if len(parts) != 2 or not all(p.isdigit() and int(p) >= 1 for p in parts):
+            raise ValueError(f"--data {name}:N_train,N_test needs two integers >= 1, got {spec!r}")
+        N, M = int(parts[0]), int(parts[1])
+    rng = np.random.default_rng(seed)
+    if name == "synthetic":
+        n0 = 4 if input_dim is None else input_dim
+        if n0 < 1:
+            raise ValueError(f"--input-dim must be >= 1, got {n0}")
+        w = rng.standard_normal(n0)
+        X = rng.standard_normal((N + M, n0))
+        y = np.sin(X @ w / math.sqrt(n0))
+        desc = f"synthetic: y = sin(w·x/√n0), x ~ N(0, 1), n0 = {n0}, seed {seed}"
+        return X[:N], y[:N], X[N:], y[N:], desc
+    if input_dim is not None:
+        raise ValueError("--input-dim applies to --data synthetic only (digits have 64 pixels)")
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError:
+        raise ImportError("--data digits needs scikit-learn: pip install 'pdlt[sklearn]'") from None
+    digits = load_digits()
+    pos, neg = (np.flatnonzero(digits.target == c) for c in DIGIT_CLASSES)
+    n_pos = [(N + 1) // 2, (M + 1) // 2]
+    n_neg = [N - n_pos[0], M - n_pos[1]]
+    if n_pos[0] + n_pos[1] > len(pos) or n_neg[0] + n_neg[1] > len(neg):
+        raise ValueError(f"--data digits: at most {len(neg)} samples per class, got {spec!r}")
+    pos, neg = rng.permutation(pos), rng.permutation(neg)
+    train = np.concatenate([pos[:n_pos[0]], neg[:n_neg[0]]])
+    test = np.concatenate([pos[n_pos[0]:n_pos[0] + n_pos[1]], neg[n_neg[0]:n_neg[0] + n_neg[1]]])
+    train, test = rng.permutation(train), rng.permutation(test)
+    X = digits.data.astype(np.float64)
+    mu, sd = X[train].mean(axis=0), X[train].std(axis=0)
+    sd = np.where(sd > 0, sd, 1.0)       # pixels constant on the training set: centred, not scaled
+    X = (X - mu) / sd
+    y = np.where(digits.target == DIGIT_CLASSES[0], 1.0, -1.0)
+    desc = (f"digits {DIGIT_CLASSES[0]} (+1) vs {DIGIT_CLASSES[1]} (−1), 8×8 pixels standardized on the "
+            f"training set, seed {seed}")
+    return X[train], y[train], X[test], y[test], desc
+
+
+#: Critical (C_b, C_W) in closed form: tanh (K* = 0 class) and ReLU (scale-invariant), book §5.2–5.3.
+_EXACT_CRITICAL = {"tanh": (0.0, 1.0), "relu": (0.0, 2.0)}
+
+
+def _critical_point(act, C_b, C_W):
+    if C_b is not None and C_W is not None:
+        return _numbers("--C-b", C_b), _numbers("--C-W", C_W)
+    exact = _EXACT_CRITICAL.get(act.name) if not act.params else None
+    if exact is not None:      # known in closed form (book §5.2–5.3): skip the numerical solve
+        return (exact[0] if C_b is None else _numbers("--C-b", C_b),
+                exact[1] if C_W is None else _numbers("--C-W", C_W))
+    from .theory.criticality import criticality as solve
+
+    crit = solve(act)
+    if crit.C_W is None:
+        raise ValueError(f"{_act_label(act)} has no criticality (universality class "
+                         f"{crit.universality_class!r}): give --C-b and --C-W")
+    return (float(crit.C_b) if C_b is None else _numbers("--C-b", C_b),
+            float(crit.C_W) if C_W is None else _numbers("--C-W", C_W))
+
+
+@app.command("train-predict")
+@_handle_errors
+def train_predict(
+    activation: Activation = "tanh", activation_param: ActivationParam = None, depth: Depth = 2,
+    width: Width = 512, input_dim: Annotated[int | None, typer.Option(
+        help="Input dimension n0 of --data synthetic (default 4).", rich_help_panel=_DATA,
+        show_default=False)] = None,
+    C_b: CriticalCB = None, C_W: CriticalCW = None,
+    lambda_b: Annotated[float, typer.Option("--lambda-b", help="Bias learning rate λ_b (every layer).",
+                                            rich_help_panel=_NET)] = 0.5,
+    lambda_W: Annotated[float, typer.Option("--lambda-W", help="Weight learning rate λ_W (every layer; "
+                                            "λ_W/fan_in per weight).", rich_help_panel=_NET)] = 1.0,
+    data: Annotated[str, typer.Option(
+        metavar="synthetic[:N,M]|digits[:N,M]",
+        help="Training and test data: synthetic 1-D regression y = sin(w·x/√n0) (default 6 training, 4 test "
+             "inputs), or digits: scikit-learn's 8×8 digits 3 vs 8 as ±1 targets (default 10, 6), "
+             "standardized.", rich_help_panel=_DATA)] = "synthetic",
+    data_seed: Annotated[int, typer.Option(help="Seed of the data (draw or subsample).",
+                                           rich_help_panel=_DATA)] = 0,
+    eta: Annotated[float | None, typer.Option(
+        help="Global learning rate η (default: half of η* = 2/λ_max(Θ̃), the infinite-width divergence "
+             "threshold).", rich_help_panel=_TRAIN, show_default=False)] = None,
+    steps: Annotated[int | None, typer.Option(
+        help="Full-batch gradient-descent steps (default 16).", rich_help_panel=_TRAIN, show_default=False)] = None,
+    newton: Annotated[bool, typer.Option(
+        "--newton", help="One Newton step instead (matrix learning rate Ĥ_AA⁻¹; at infinite width the "
+                         "fully trained t = ∞ network).", rich_help_panel=_TRAIN)] = False,
+    networks: Annotated[int, typer.Option(help="Networks trained.", rich_help_panel=_MC)] = 500,
+    seed: Seed = 0,
+    plot: Annotated[str | None, typer.Option(
+        metavar="PATH", help="Write a figure (.png or .svg): theory mean ± √var vs measured mean ± stderr "
+                             "and ± √var per test input.", show_default=False)] = None,
+    json_: Json = False,
+):
+    """Trained networks: the infinite-width theory vs an ensemble of real networks trained on data (book Ch. 10).
+
+    Per test input: the mean and variance (over initializations) of the trained output, theory vs
+    measured (jackknife standard errors), z-scores with the O(1/n) allowance 3/n of the test suite,
+    plus the test error (bias² + variance) and the final training loss. A comparison passes when
+    |z| ≤ the family-wise threshold (≥ 4). This is a report: the exit code is 0 whether or not the
+    comparisons pass (2 on bad input).
+    """
+    import warnings
+
+    from rich import box
+
+    from .activations import get_activation as _get
+    from .empirical.training import train_ensemble
+    from .theory import training as tr
+    from .verify import bonferroni
+
+    if newton and (steps is not None or eta is not None):
+        raise ValueError("--newton takes one matrix-learning-rate step: give --newton or --steps/--eta, not both")
+    if plot is not None:
+        from . import plots
+
+        plots._target(plot)
+        plots._pyplot()
+    params = parse_activation_params(activation, activation_param)
+    act = _get(activation, **params)
+    cb, cw = _critical_point(act, C_b, C_W)
+    XA, yA, XB, yB, desc = _train_data(data, input_dim, data_seed)
+    net = MLP(XA.shape[1], width, depth, activation, C_b=cb, C_W=cw, lambda_b=lambda_b, lambda_W=lambda_W,
+              output_dim=1, activation_params=params)
+    eta_max = tr.max_learning_rate(net, XA)
+    if newton:
+        th = tr.newton_step(net, XA, yA, XB, y_test=yB)
+        run = dict(newton=True)
+    else:
+        steps = 16 if steps is None else steps
+        eta = 0.5 * eta_max if eta is None else eta
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", tr.DivergenceWarning)
+            try:
+                th = tr.gradient_descent(net, XA, yA, XB, eta=eta, steps=steps, y_test=yB)
+            except tr.DivergenceWarning as exc:
+                raise ValueError(str(exc)) from None
+        run = dict(eta=eta, steps=steps)
+    m = train_ensemble(net, XA, yA, XB, networks, seed, y_test=yB, groups=max(2, min(20, networks)),
+                       progress=False if json_ else None, **run)
+    allow = TRAIN_ALLOW / width
+    z_mean = np.atleast_1d(m.mean.z_score(th.mean, allow))
+    z_var = np.atleast_1d(m.variance.z_score(th.variance, allow))
+    err = m.accumulation.jackknife(depth, lambda mm: np.mean(np.asarray(mm["err"])), ("err",))
+    summary = [("test error (mean over test inputs)", float(np.mean(th.error)), err)]
+    if not newton:
+        loss_th = tr.expected_loss(net, XA, yA, eta=eta, steps=steps)[-1]
+        summary.append((f"training loss after {steps} steps", float(loss_th), m.loss[steps]))
+    z_sum = [float(e.z_score(t, allow)) for _, t, e in summary]
+    k = bonferroni(z_mean.size + z_var.size + len(summary))
+    zs = np.concatenate([z_mean, z_var, z_sum])
+    passed, total = int(np.sum(np.abs(zs) <= k)), int(zs.size)
+    path = None
+    if plot is not None:
+        path = str(plots.plot_training_prediction(th, m, plot))
+    method = "newton step" if newton else "gradient descent"
+    if json_:
+        rows = [{"test_input": b, "y": yB[b], "theory_mean": th.mean[b], "measured_mean": m.mean.mean[b],
+                 "mean_stderr": m.mean.stderr[b], "z_mean": z_mean[b], "theory_variance": th.variance[b],
+                 "measured_variance": m.variance.mean[b], "variance_stderr": m.variance.stderr[b],
+                 "z_variance": z_var[b], "ok": bool(abs(z_mean[b]) <= k and abs(z_var[b]) <= k)}
+                for b in range(len(yB))]
+        _emit_json({"net": net.to_dict(), "data": {"spec": data, "description": desc, "seed": data_seed,
+                                                   "X_train": XA, "y_train": yA, "X_test": XB, "y_test": yB},
+                    "training": {"method": method, "eta": None if newton else eta, "eta_max": eta_max,
+                                 "steps": 1 if newton else steps, "networks": m.networks, "seed": m.seed},
+                    "theory": th.to_dict(), "measured": m.to_dict() | {"test_error": err.to_dict()},
+                    "rows": rows,
+                    "summary_rows": [{"name": nm, "theory": t, "measured": e.to_dict(), "z": z,
+                                      "ok": bool(abs(z) <= k)} for (nm, t, e), z in zip(summary, z_sum)],
+                    "allowance": allow, "threshold": k,
+                    "checks": {"passed": passed, "total": total, "ok": passed == total}, "plot": path})
+        return
+    console = Console()
+    how = ("one Newton step (ηΘ̃ = 1 ⇔ t = ∞)" if newton else
+           f"{steps} steps of gradient descent, η = {eta:.4g} = {eta / eta_max:.3g}·η*, η* = 2/λ_max(Θ̃) = {eta_max:.4g}")
+    console.print(Text(f"{net!r}; λ_b = {lambda_b:g}, λ_W = {lambda_W:g}", style="dim"))
+    console.print(Text(f"data: {desc}; {len(yA)} training, {len(yB)} test inputs", style="dim"))
+    console.print(Text(f"{how}; {m.networks} networks, seed {m.seed}", style="dim"))
+    table = Table(title=Text(f"trained output per test input: theory (n = ∞) vs measured (n = {width})"),
+                  box=box.SIMPLE_HEAD, padding=(0, 0), pad_edge=False)
+    for col in ("#", "y", "mean th.", "mean meas.", "z", "var th.", "var meas.", "z"):
+        table.add_column(col, justify="right", no_wrap=True)
+    for b in range(len(yB)):
+        table.add_row(str(b), _g(yB[b]), _g(th.mean[b]), _pm1(m.mean.mean[b], m.mean.stderr[b]), _zk(z_mean[b], k),
+                      _g(th.variance[b]), _pm1(m.variance.mean[b], m.variance.stderr[b]), _zk(z_var[b], k))
+    console.print(table)
+    extra = Table(box=box.SIMPLE_HEAD, padding=(0, 0), pad_edge=False)
+    for col in ("observable", "theory", "measured", "z"):
+        extra.add_column(col, justify="right", no_wrap=True)
+    for (nm, t, e), z in zip(summary, z_sum):
+        extra.add_row(nm, _g(t), _pm(e.mean, e.stderr), _zk(z, k))
+    console.print(extra)
+    console.print(Text(f"z = (|measured − theory| − {TRAIN_ALLOW:g}/n)/stderr, the O(1/n) allowance of the "
+                       f"test suite ({allow:.2g}); pass: |z| ≤ {k:.2f} (family-wise, floor 4)", style="dim"))
+    if path is not None:
+        console.print(Text(f"figure: {path}", style="dim"))
+    console.print(Text(f"{method}: {passed}/{total} comparisons pass",
+                       style="bold green" if passed == total else "bold yellow"))
+
+
+def _pm1(mean, err) -> str:
+    return f"{float(mean):.4g}±{float(err):.1g}"
+
+
+def _zk(z, k) -> Text:
+    z = float(z)
+    return Text(f"{z:+.2f}", style="green" if abs(z) <= k else "bold red")
+
+
 def main() -> None:  # pragma: no cover - `python -m pdlt.cli`
     app()
 

@@ -940,3 +940,154 @@ def dntk(ctx):
 # Further checks (Bayesian learning, training dynamics) register here the same way: one function
 # taking ``ctx`` and one ``@register(...)`` with ``requires=(...)`` naming the module it needs, so that
 # an installation without the module reports the check as skipped.
+
+
+# ---------------------------------------------------------------------------------------------
+# 8. learning: the infinite-width trained network vs trained ensembles of real networks
+
+
+#: O(1/n) allowance coefficient of the trained-network twins (tests/empirical/test_training.py,
+#: measured by a width sweep): |measured − theory| ≤ k·stderr + LEARNING_ALLOW/n.
+LEARNING_ALLOW = 3.0
+#: The data of tests/empirical/test_training.py: 4 training and 2 test inputs, y = sin(w·x/2).
+_LRNG = np.random.default_rng(3)
+LEARNING_X_TRAIN = _LRNG.standard_normal((4, 4))
+LEARNING_X_TEST = _LRNG.standard_normal((2, 4))
+_LEARNING_W = _LRNG.standard_normal(4)
+
+
+def _learning_target(X):
+    return np.sin(np.asarray(X) @ _LEARNING_W / 2)
+
+
+def _lcfg(activation, depth, networks, steps=None, width=512):
+    """A learning configuration: ``steps`` gradient-descent steps at η = η*/2, or None for the Newton step."""
+    C_W = {"tanh": 1.0, "relu": 2.0}[activation]
+    return {"activation": activation, "C_b": 0.0, "C_W": C_W, "width": width, "depth": depth,
+            "networks": networks, "steps": steps}
+
+
+def _lmlp(cfg) -> pdlt.MLP:
+    return pdlt.MLP(4, cfg["width"], cfg["depth"], cfg["activation"], C_b=cfg["C_b"], C_W=cfg["C_W"],
+                    lambda_b=LAMBDA_B, lambda_W=LAMBDA_W, output_dim=1)
+
+
+def _llabel(cfg) -> str:
+    how = "Newton step" if cfg["steps"] is None else f"GD {cfg['steps']} steps"
+    return f"{cfg['activation']} n={cfg['width']} L={cfg['depth']} {how}"
+
+
+@register(
+    "learning", title="Learning: the trained network at infinite width vs trained ensembles",
+    observable="E[z(t)], Var[z(t)] at test inputs, test error, training loss",
+    book="book Ch. 10 (§10.2 gradient descent and the Newton step at infinite width); formula sheet §8",
+    description=(
+        "Real networks of width 512 (tanh and ReLU at criticality, learning rates "
+        f"λ_b = {LAMBDA_B}, λ_W = {LAMBDA_W}) are trained by full-batch gradient descent on the summed MSE "
+        "loss (η = η*/2, η* = 2/λ_max(Θ̃), a few steps) or by one Newton step (matrix learning rate "
+        "Ĥ_AA⁻¹), on 4 training inputs; the mean and variance over initializations of the trained output "
+        "at 2 test inputs, the expected test error (bias² + variance) and, for gradient descent, the mean "
+        "training loss after the last step are compared with the infinite-width theory (the frozen NTK: "
+        "m = Θ_BA Θ̃⁻¹(1 − (1 − ηΘ̃)^t) y and its covariance; the Newton step = t = ∞). Allowance: "
+        f"{LEARNING_ALLOW:g}/n, the O(1/n) residual measured by a width sweep in tests/empirical/"
+        "test_training.py; k the family-wise threshold over all compared entries."),
+    requires=("pdlt.empirical.training:train_ensemble", "pdlt.theory.training:gradient_descent"),
+    settings={
+        "test": {"configs": [_lcfg("tanh", 2, 200, 8), _lcfg("relu", 2, 200, 8), _lcfg("tanh", 2, 200),
+                             _lcfg("relu", 2, 200)], "groups": 20, "seed": 801},
+        "quick": {"configs": [_lcfg("tanh", 2, 800, 16), _lcfg("relu", 2, 800, 16), _lcfg("tanh", 3, 100),
+                              _lcfg("relu", 3, 100)], "groups": 20, "seed": 801},
+        "default": {"configs": [_lcfg("tanh", 2, 1500, 16), _lcfg("relu", 2, 1500, 16), _lcfg("tanh", 3, 150, 8),
+                                _lcfg("relu", 3, 150, 8), _lcfg("tanh", 3, 200), _lcfg("relu", 3, 200)],
+                    "groups": 50, "seed": 801},
+        "full": {"configs": [_lcfg("tanh", 2, 6000, 16), _lcfg("relu", 2, 6000, 16), _lcfg("tanh", 3, 1000, 8),
+                             _lcfg("relu", 3, 1000, 8), _lcfg("tanh", 3, 1000), _lcfg("relu", 3, 1000)],
+                 "groups": 50, "seed": 801},
+    })
+def learning(ctx):
+    from ..empirical.training import train_ensemble
+    from ..estimate import Estimate
+    from ..theory import training as tr
+
+    s = ctx.settings
+    XA, XB = LEARNING_X_TRAIN, LEARNING_X_TEST
+    yA, yB = _learning_target(XA), _learning_target(XB)
+    runs, m_tot = [], 0
+    for i, cfg in enumerate(s["configs"]):
+        net, label, seed = _lmlp(cfg), _llabel(cfg), ctx.seed + i
+        ctx.status(label)
+        steps = cfg["steps"]
+        if steps is None:
+            th = tr.newton_step(net, XA, yA, XB, y_test=yB)
+            eta, loss_th = None, None
+        else:
+            eta = 0.5 * tr.max_learning_rate(net, XA)
+            th = tr.gradient_descent(net, XA, yA, XB, eta=eta, steps=steps, y_test=yB)
+            loss_th = float(tr.expected_loss(net, XA, yA, eta=eta, steps=steps)[-1])
+
+        def compute(net=net, seed=seed, eta=eta, steps=steps):
+            run = dict(newton=True) if steps is None else dict(eta=eta, steps=steps)
+            m = train_ensemble(net, XA, yA, XB, int(cfg["networks"]), seed, y_test=yB, groups=s["groups"],
+                               progress=False, **run)
+            out = {}
+            for name in ("mean", "variance", "error") + (() if steps is None else ("loss",)):
+                e = m.estimate(name)
+                out[f"{name}/mean"], out[f"{name}/stderr"] = np.asarray(e.mean), np.asarray(e.stderr)
+            out["final_loss_median"] = np.asarray(float(np.median(m.final_loss)))
+            out["initial_loss_median"] = np.asarray(float(np.median(m.initial_loss)))
+            return out
+        part = ctx.part(label, compute)
+        est = {nm: Estimate(part[f"{nm}/mean"], part[f"{nm}/stderr"], int(cfg["networks"]))
+               for nm in ("mean", "variance", "error", "loss") if f"{nm}/mean" in part}
+        comps = [("mean E[z(t)]", th.mean, est["mean"]), ("variance Var[z(t)]", th.variance, est["variance"]),
+                 ("test error E[(z − y)²]", th.error, est["error"])]
+        if steps is not None:
+            comps.append((f"training loss E[L(t = {steps})]", np.asarray(loss_th), est["loss"][steps]))
+        m_tot += sum(int(np.size(t)) for _, t, _ in comps)
+        runs.append((cfg, label, net, seed, eta, th, est, comps, part))
+    k = bonferroni(m_tot)
+    for cfg, label, net, seed, eta, th, est, comps, part in runs:
+        allow = LEARNING_ALLOW / cfg["width"]
+        power = float(np.max(np.abs(th.mean) / np.maximum(est["mean"].stderr, 1e-300)))
+        for name, t, e in comps:
+            note = f"allowance {LEARNING_ALLOW:g}/n = {allow:.3g}"
+            if name.startswith("mean"):
+                note += f"; resolution: max |theory mean|/stderr = {power:.1f} (the trained mean is far from 0)"
+            ctx.add_rows([_row(label, name, cfg["depth"], t, e, k, allow, note=note)])
+        if cfg["steps"] is None:
+            ctx.note(f"{label}: median training loss {float(part['initial_loss_median']):.3g} before and "
+                     f"{float(part['final_loss_median']):.3g} after the one Newton step (it fits the training "
+                     f"set up to O(1/n)).")
+        run = "newton=True" if cfg["steps"] is None else f"eta={eta!r}, steps={cfg['steps']}"
+        theory_call = ("tr.newton_step(net, XA, yA, XB, y_test=yB)" if cfg["steps"] is None else
+                       f"tr.gradient_descent(net, XA, yA, XB, eta={eta!r}, steps={cfg['steps']}, y_test=yB)")
+        ctx.snippet(
+            f"# {label}\nfrom pdlt.empirical import train_ensemble\nfrom pdlt.theory import training as tr\n"
+            f"net = pdlt.MLP(4, {cfg['width']}, {cfg['depth']}, {cfg['activation']!r}, C_b={cfg['C_b']!r}, "
+            f"C_W={cfg['C_W']!r}, lambda_b={LAMBDA_B!r}, lambda_W={LAMBDA_W!r}, output_dim=1)\n"
+            f"XA = np.array({XA.tolist()!r})\nXB = np.array({XB.tolist()!r})\n"
+            f"w = np.array({_LEARNING_W.tolist()!r})\nyA, yB = np.sin(XA @ w / 2), np.sin(XB @ w / 2)\n"
+            f"th = {theory_call}\n"
+            f"m = train_ensemble(net, XA, yA, XB, {cfg['networks']}, {seed}, {run}, y_test=yB, groups={s['groups']})\n"
+            f"print(m.mean.z_score(th.mean, {LEARNING_ALLOW!r} / {cfg['width']}), "
+            f"m.variance.z_score(th.variance, {LEARNING_ALLOW!r} / {cfg['width']}))")
+    ctx.note(f"Data as tests/empirical/test_training.py (4 training, 2 test inputs in 4 dimensions, y = sin(w·x/2)); "
+             f"k = {k:.2f} over {m_tot} compared entries; allowance {LEARNING_ALLOW:g}/n. Gradient descent at "
+             f"η = η*/2 with η* = 2/λ_max(Θ̃) of the infinite-width training NTK.")
+    nc = len(runs)
+    ncols = min(3, nc)
+    nrows = -(-nc // ncols)
+    fig, axes = _figure(ctx, nrows, ncols, (4.2 * ncols, 3.6 * nrows))
+    if fig is None:
+        return
+    from ..plots import draw_training_prediction
+
+    for j, (cfg, label, net, seed, eta, th, est, comps, part) in enumerate(runs):
+        ax = axes[j // ncols, j % ncols]
+        draw_training_prediction(ax, th.mean, th.variance, est["mean"].mean, est["mean"].stderr,
+                                 est["variance"].mean, est["variance"].stderr, yB, title=label)
+        if j:
+            ax.get_legend().remove()
+    for j in range(nc, nrows * ncols):
+        axes[j // ncols, j % ncols].set_visible(False)
+    ctx.set_figure(fig)
