@@ -100,6 +100,16 @@ def test_measure_json():
     assert np.shape(doc["layers"][0]["V"]["mean"]) == (2, 2, 2, 2)
 
 
+def test_measure_on_a_local_dask_cluster_matches_the_serial_run():
+    pytest.importorskip("pdlt.empirical")
+    pytest.importorskip("distributed")
+    args = ("measure", *TINY, "--networks", "200", "--layers", "2,3", "--json")
+    serial = run(*args)
+    cluster = run(*args, "--scheduler", "local")
+    assert cluster.exit_code == 0, cluster.output
+    assert json.loads(cluster.stdout) == json.loads(serial.stdout)  # same bits, so same JSON
+
+
 @pytest.mark.parametrize("args, words", [
     (["--activation", "nope"], "unknown activation"),
     (["--width", "-3"], "width"),

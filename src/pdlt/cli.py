@@ -76,6 +76,10 @@ Backend = Annotated[str, typer.Option(help="numpy or torch.", rich_help_panel=_M
 Device = Annotated[str | None, typer.Option(help="Torch device, e.g. cpu or cuda:0.", rich_help_panel=_MC)]
 Checkpoint = Annotated[str | None, typer.Option(
     metavar="DIR", help="Save finished shards in DIR; a rerun resumes from them.", rich_help_panel=_MC)]
+Scheduler = Annotated[str | None, typer.Option(
+    metavar="ADDRESS|local", rich_help_panel=_MC,
+    help="Compute the shards on a Dask cluster (needs the 'dask' extra of pdlt): a scheduler address such as "
+         "tcp://host:8786, or 'local' for a 2-worker LocalCluster; same bits as the serial run.")]
 
 
 def _handle_errors(fn):
@@ -159,11 +163,12 @@ def _layers(spec: str | None, net: MLP) -> list[int]:
     return sorted(out)
 
 
-def _measure(net, X, layers, networks, seed, method, backend, device, checkpoint, quiet):
+def _measure(net, X, layers, networks, seed, method, backend, device, checkpoint, quiet, scheduler=None):
     from .empirical import measure  # imported lazily: theory-only use needs no engine
 
     return measure(net, X, networks=networks, seed=seed, method=method, backend=backend, device=device,
-                   layers=layers, checkpoint=checkpoint, progress=False if quiet else None)
+                   layers=layers, checkpoint=checkpoint, progress=False if quiet else None,
+                   scheduler=scheduler)
 
 
 # --- output ------------------------------------------------------------------------------------
@@ -283,13 +288,13 @@ def measure(
     width: Width = 64, input_dim: InputDim = None, widths: Widths = None, C_b: CB = "0",
     C_W: CW = "1", inputs: Inputs = "random:2", input_seed: InputSeed = 0, layers: Layers = None,
     networks: Networks = 20000, seed: Seed = 0, method: Method = "gaussian", backend: Backend = "numpy",
-    device: Device = None, checkpoint: Checkpoint = None, json_: Json = False,
+    device: Device = None, checkpoint: Checkpoint = None, scheduler: Scheduler = None, json_: Json = False,
 ):
     """Measure G = ⟨z z⟩ and V on an ensemble of random networks (mean ± jackknife standard error)."""
     net, X = _build(activation, activation_param, depth, width, input_dim, widths, C_b, C_W, inputs,
                     input_seed)
     chosen = _layers(layers, net)
-    m = _measure(net, X, chosen, networks, seed, method, backend, device, checkpoint, json_)
+    m = _measure(net, X, chosen, networks, seed, method, backend, device, checkpoint, json_, scheduler)
     if json_:
         _emit_json(m.to_dict())
         return

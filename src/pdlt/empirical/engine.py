@@ -576,6 +576,65 @@ def _ordered_add(acc: np.ndarray, rows: np.ndarray) -> np.ndarray:
     return np.add.accumulate(block, axis=0)[-1]
 
 
+def _shard_segments(starts: np.ndarray, a: int, b: int) -> tuple[np.ndarray, list]:
+    """Jackknife group of each network a..b−1 (gid, offsets from a) and the runs [lo, hi) of equal group."""
+    gid = np.searchsorted(starts, np.arange(a, b), side="right") - 1
+    cuts = np.flatnonzero(np.diff(gid)) + 1
+    return gid, list(zip(np.concatenate(([0], cuts)), np.concatenate((cuts, [b - a]))))
+
+
+def _shard_features(net: MLP, X: np.ndarray, be: Backend, method: str, seed: int, a: int, b: int,
+                    chosen: Sequence[int], feats: Sequence, shapes: dict
+                    ) -> Iterator[tuple[int, str, np.ndarray]]:
+    """Yield (ℓ, feature name, F) for networks a..b−1, F a numpy array (b − a, *shape), in the fixed
+    order layers then features; call it under ``np.errstate(all="ignore")`` (overflow is checked)."""
+    chosen_set = set(chosen)
+    for l, z in _layer_stream(net, X, be, method, _seeds(seed, a, b), chosen[-1]):
+        if l not in chosen_set:
+            continue
+        for f in feats:
+            F = be.to_numpy(f(z, be))
+            if F.shape != (b - a,) + shapes[f.name]:
+                raise ValueError(f"feature {f.name!r} returned shape {F.shape} for {b - a} "
+                                 f"networks; expected {(b - a,) + shapes[f.name]}")
+            if not np.isfinite(F).all():
+                raise _overflow(l, f"feature {f.name!r} (a power of the preactivations)",
+                                f"at layer {l}", be.abs_max(z))
+            yield l, f.name, F
+
+
+@dataclass(frozen=True, eq=False)
+class _ShardJob:
+    """Everything a worker needs to compute the features of any shard (see :mod:`.distributed`).
+
+    It pickles the network as its fields and rebuilds it on the other side (``MLP`` refuses
+    attribute assignment, so it does not unpickle by itself).
+    """
+
+    net: MLP
+    X: np.ndarray
+    backend: str
+    device: str
+    method: str
+    seed: int
+    layers: tuple
+    features: tuple
+    shapes: dict
+    starts: np.ndarray
+
+    def __reduce__(self):
+        spec = (list(self.net.widths), self.net.activation, list(self.net.C_b), list(self.net.C_W),
+                list(self.net.lambda_b), list(self.net.lambda_W))
+        return (_rebuild_job, (spec, self.X, self.backend, self.device, self.method, self.seed,
+                               tuple(self.layers), tuple(self.features), dict(self.shapes), self.starts))
+
+
+def _rebuild_job(spec, *rest) -> _ShardJob:
+    widths, activation, C_b, C_W, lambda_b, lambda_W = spec
+    net = MLP(widths=widths, activation=activation, C_b=C_b, C_W=C_W, lambda_b=lambda_b, lambda_W=lambda_W)
+    return _ShardJob(net, *rest)
+
+
 @dataclass(frozen=True, eq=False)
 class Accumulation:
     """Per-group sums of per-network features over an ensemble: the raw result of :func:`accumulate`.
@@ -761,7 +820,7 @@ def _x_digest(X: np.ndarray) -> str:
 def accumulate(net: MLP, X, features: Iterable, networks: int = 1000, seed: int = 0, *,
                method: str = "gaussian", backend: str = "numpy", device=None,
                shard_size: int | None = None, groups: int = 32, layers=None, checkpoint=None,
-               progress: bool | None = None) -> Accumulation:
+               progress: bool | None = None, scheduler=None) -> Accumulation:
     """Stream an ensemble of random networks and sum per-network features by jackknife group.
 
     Parameters
@@ -776,12 +835,21 @@ def accumulate(net: MLP, X, features: Iterable, networks: int = 1000, seed: int 
     groups : jackknife groups G, 2..networks.  layers : layers to measure (default all 1..L).
     checkpoint : a directory; finished shards are saved there and skipped on a rerun.
     progress : show a rich progress bar (None: only for a large run on a terminal).
+    scheduler : None (default) computes the shards here, one after another. Otherwise they are
+        computed on a Dask distributed cluster (needs ``pdlt[dask]``): ``"local"`` starts a
+        LocalCluster of 2 worker processes for this call, a string such as ``"tcp://host:8786"`` is a
+        scheduler address, or pass a ``distributed.Client``. The result is bitwise identical to the
+        serial run's (see :mod:`pdlt.empirical.distributed`); checkpoints are shared between the two.
 
     Returns an :class:`Accumulation` with per-group sums; raises :class:`PreactivationOverflowError`
     when a layer's preactivations or features leave the float64 range.
     """
     cfg = _config(net, X, networks, seed, method, backend, device, shard_size, groups, layers,
                   list(features))
+    if scheduler is not None:
+        from .distributed import check_scheduler
+
+        check_scheduler(scheduler)  # before any checkpoint is written
     net, X, E, G, be = cfg["net"], cfg["X"], cfg["networks"], cfg["groups"], cfg["be"]
     feats, chosen, shard = cfg["features"], cfg["layers"], cfg["shard_size"]
     N = X.shape[0]
@@ -803,37 +871,32 @@ def accumulate(net: MLP, X, features: Iterable, networks: int = 1000, seed: int 
                     "features": [[f.name, f"{type(f).__module__}.{type(f).__qualname__}"] for f in feats]}
         store = _Checkpoint(checkpoint, manifest)
     show = (E * chosen[-1] >= _PROGRESS_AUTO and sys.stderr.isatty()) if progress is None else bool(progress)
-    chosen_set = set(chosen)
     with _progress_bar(show, E, f"{E} networks, depth {chosen[-1]}") as bar:
-        for s, a in enumerate(range(0, E, shard)):
-            b = min(a + shard, E)
-            gid = np.searchsorted(starts, np.arange(a, b), side="right") - 1
-            g_lo, g_hi = int(gid[0]), int(gid[-1])
-            header = np.array([s, a, b, g_lo, g_hi], dtype=np.int64)
-            if store is not None and store.load(s, header, sums, g_lo, g_hi):
-                bar.advance(b - a)
-                continue
-            cuts = np.flatnonzero(np.diff(gid)) + 1
-            segments = list(zip(np.concatenate(([0], cuts)), np.concatenate((cuts, [b - a]))))
-            with np.errstate(all="ignore"):  # overflow is detected and reported per layer below
-                for l, z in _layer_stream(net, X, be, cfg["method"], _seeds(cfg["seed"], a, b), chosen[-1]):
-                    if l not in chosen_set:
-                        continue
-                    for f in feats:
-                        F = be.to_numpy(f(z, be))
-                        if F.shape != (b - a,) + shapes[f.name]:
-                            raise ValueError(f"feature {f.name!r} returned shape {F.shape} for {b - a} "
-                                             f"networks; expected {(b - a,) + shapes[f.name]}")
-                        if not np.isfinite(F).all():
-                            raise _overflow(l, f"feature {f.name!r} (a power of the preactivations)",
-                                            f"at layer {l}", be.abs_max(z))
-                        acc = sums[(l, f.name)]
+        if scheduler is not None:  # shards computed on a Dask cluster, combined here in shard order
+            from . import distributed
+
+            job = _ShardJob(net, X, be.name, be.device, cfg["method"], cfg["seed"], chosen, feats, shapes,
+                            starts)
+            distributed.run_shards(scheduler, job, E, shard, sums, store, bar)
+        else:
+            for s, a in enumerate(range(0, E, shard)):
+                b = min(a + shard, E)
+                gid, segments = _shard_segments(starts, a, b)
+                g_lo, g_hi = int(gid[0]), int(gid[-1])
+                header = np.array([s, a, b, g_lo, g_hi], dtype=np.int64)
+                if store is not None and store.load(s, header, sums, g_lo, g_hi):
+                    bar.advance(b - a)
+                    continue
+                with np.errstate(all="ignore"):  # overflow is detected and reported per layer below
+                    for l, name, F in _shard_features(net, X, be, cfg["method"], cfg["seed"], a, b, chosen,
+                                                      feats, shapes):
+                        acc = sums[(l, name)]
                         for lo, hi in segments:
                             g = gid[lo]
                             acc[g] = _ordered_add(acc[g], F[lo:hi])
-            if store is not None:
-                store.save(s, header, sums, g_lo, g_hi)
-            bar.advance(b - a)
+                if store is not None:
+                    store.save(s, header, sums, g_lo, g_hi)
+                bar.advance(b - a)
     counts = np.diff(starts)
     return Accumulation(net, X, E, cfg["seed"], G, cfg["method"], be.name, be.device, shard, chosen,
                         feats, sums, counts)
@@ -987,7 +1050,7 @@ class Measurement:
 def measure(net: MLP, X, networks: int = 1000, seed: int = 0, *, method: str = "gaussian",
             backend: str = "numpy", device=None, shard_size: int | None = None, groups: int = 32,
             layers=None, observables: Iterable[str | Observable] | None = None, checkpoint=None,
-            progress: bool | None = None) -> Measurement:
+            progress: bool | None = None, scheduler=None) -> Measurement:
     """Measure the kernel G (= K), the four-point vertex V and M4 on an ensemble of random networks.
 
     Parameters are those of :func:`accumulate`, plus ``observables``: what to measure, a list of
@@ -1019,5 +1082,5 @@ def measure(net: MLP, X, networks: int = 1000, seed: int = 0, *, method: str = "
     feats = [f for o in obs for f in o.features]
     acc = accumulate(net, X, feats, networks, seed, method=method, backend=backend, device=device,
                      shard_size=shard_size, groups=groups, layers=layers, checkpoint=checkpoint,
-                     progress=progress)
+                     progress=progress, scheduler=scheduler)
     return Measurement(acc, obs)
