@@ -148,9 +148,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import _validate as v
-from ..estimate import Estimate
 from ..mlp import MLP
 from . import engine
+from ._views import EstimatorMeasurement
 from .kernel import pair_index
 from .ntk import Parameters, _forward_stream, _unpack, sample_parameters
 
@@ -698,55 +698,28 @@ class DNTKLayerMeasurement(engine.LayerView):
         return f"<DNTKLayerMeasurement layer={self.layer} n={self.width} fan_in={self.fan_in}>"
 
 
-class DNTKMeasurement:
+class DNTKMeasurement(EstimatorMeasurement):
     """Result of :func:`measure_dntk`; ``.layer(l)`` gives the estimates at layer ℓ."""
 
-    def __init__(self, accumulation: engine.Accumulation, ddntk: bool):
-        self.accumulation = accumulation
-        self.ddntk = ddntk
-        self._cache: dict = {}
+    estimators = _ESTIMATORS
+    pair_names = DNTK_OBSERVABLES
+    layer_view = DNTKLayerMeasurement
+    kind = "dNTK"
 
-    net = property(lambda self: self.accumulation.net)
-    X = property(lambda self: self.accumulation.X)
-    networks = property(lambda self: self.accumulation.networks)
-    seed = property(lambda self: self.accumulation.seed)
-    groups = property(lambda self: self.accumulation.groups)
-    shard_size = property(lambda self: self.accumulation.shard_size)
-    layers = property(lambda self: self.accumulation.layers)
+    def __init__(self, accumulation: engine.Accumulation, ddntk: bool):
+        super().__init__(accumulation)
+        self.ddntk = ddntk
 
     @property
     def observables(self) -> tuple[str, ...]:
         return ("G", "Theta") + (DNTK_OBSERVABLES if self.ddntk else ("P", "Q"))
 
-    def layer(self, layer: int) -> DNTKLayerMeasurement:
-        return DNTKLayerMeasurement(self, self.accumulation._layer(layer))
-
-    def estimate(self, name: str, layer: int) -> Estimate:
-        l = self.accumulation._layer(layer)
-        name = {"H": "Theta", "K": "G"}.get(name, name)
-        if name not in _ESTIMATORS:
-            raise ValueError(f"unknown dNTK observable {name!r}; known: {', '.join(_ESTIMATORS)}")
+    def _check(self, name: str, layer: int) -> None:
         if name in _DD and not self.ddntk:
             raise ValueError(f"{name} was not measured: measure_dntk(..., ddntk=True) measures R, S, T, U")
-        if name in DNTK_OBSERVABLES and self.net.n(l) < 2:
-            raise ValueError(f"{name} is not measurable at layer {l}: n_{l} = 1, and {name} is defined "
-                             f"by neuron pairs i != j")
-        if (name, l) not in self._cache:
-            fn, feats = _ESTIMATORS[name]
-            self._cache[(name, l)] = self.accumulation.jackknife(l, fn, feats)
-        return self._cache[(name, l)]
 
-    def to_dict(self) -> dict:
-        out = {"net": self.net.to_dict(), "X": self.X.tolist(), "networks": self.networks,
-               "seed": self.seed, "groups": self.groups, "shard_size": self.shard_size,
-               "ddntk": self.ddntk, "layers": []}
-        for l in self.layers:
-            entry = {"layer": l, "width": self.net.n(l), "fan_in": self.net.n(l - 1)}
-            for name in ("G", "Theta") + DNTK_OBSERVABLES:
-                ok = name in self.observables and (name in ("G", "Theta") or self.net.n(l) >= 2)
-                entry[name] = self.estimate(name, l).to_dict() if ok else None
-            out["layers"].append(entry)
-        return out
+    def _header(self) -> dict:
+        return dict(super()._header(), ddntk=self.ddntk)
 
     def __repr__(self) -> str:
         return (f"<DNTKMeasurement {self.net!r}, N={self.X.shape[0]}, networks={self.networks}, "

@@ -70,9 +70,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import _validate as v
-from ..estimate import Estimate
 from ..mlp import MLP
 from . import engine
+from ._views import EstimatorMeasurement
 from .kernel import pair_index
 
 __all__ = ["forward_ntk", "autodiff_ntk", "sample_parameters", "measure_ntk", "NTKMeasurement",
@@ -367,47 +367,13 @@ class NTKLayerMeasurement(engine.LayerView):
         return f"<NTKLayerMeasurement layer={self.layer} n={self.width} fan_in={self.fan_in}>"
 
 
-class NTKMeasurement:
+class NTKMeasurement(EstimatorMeasurement):
     """Result of :func:`measure_ntk`; ``.layer(l)`` gives the estimates at layer ℓ."""
 
-    def __init__(self, accumulation: engine.Accumulation):
-        self.accumulation = accumulation
-        self._cache: dict = {}
-
-    net = property(lambda self: self.accumulation.net)
-    X = property(lambda self: self.accumulation.X)
-    networks = property(lambda self: self.accumulation.networks)
-    seed = property(lambda self: self.accumulation.seed)
-    groups = property(lambda self: self.accumulation.groups)
-    shard_size = property(lambda self: self.accumulation.shard_size)
-    layers = property(lambda self: self.accumulation.layers)
-
-    def layer(self, layer: int) -> NTKLayerMeasurement:
-        return NTKLayerMeasurement(self, self.accumulation._layer(layer))
-
-    def estimate(self, name: str, layer: int) -> Estimate:
-        l = self.accumulation._layer(layer)
-        name = {"H": "Theta", "K": "G"}.get(name, name)
-        if name not in _ESTIMATORS:
-            raise ValueError(f"unknown NTK observable {name!r}; known: {', '.join(_ESTIMATORS)}")
-        if name in ("A", "B", "D", "F") and self.net.n(l) < 2:
-            raise ValueError(f"{name} is not measurable at layer {l}: n_{l} = 1, and {name} is defined "
-                             f"by neuron pairs i != j")
-        if (name, l) not in self._cache:
-            fn, feats = _ESTIMATORS[name]
-            self._cache[(name, l)] = self.accumulation.jackknife(l, fn, feats)
-        return self._cache[(name, l)]
-
-    def to_dict(self) -> dict:
-        out = {"net": self.net.to_dict(), "X": self.X.tolist(), "networks": self.networks,
-               "seed": self.seed, "groups": self.groups, "shard_size": self.shard_size, "layers": []}
-        for l in self.layers:
-            entry = {"layer": l, "width": self.net.n(l), "fan_in": self.net.n(l - 1)}
-            for name in ("G",) + NTK_OBSERVABLES:
-                entry[name] = (self.estimate(name, l).to_dict()
-                               if name in ("G", "Theta") or self.net.n(l) >= 2 else None)
-            out["layers"].append(entry)
-        return out
+    estimators = _ESTIMATORS
+    pair_names = ("A", "B", "D", "F")
+    layer_view = NTKLayerMeasurement
+    kind = "NTK"
 
     def __repr__(self) -> str:
         return (f"<NTKMeasurement {self.net!r}, N={self.X.shape[0]}, networks={self.networks}, "
