@@ -151,6 +151,28 @@ def _slope(x, y):
 _KERNEL_CONFIGS = [_cfg("tanh", 0.0, 1.0, 32, 10), _cfg("relu", 0.0, 2.0, 96, 8)]
 
 
+def _table_runs(ctx, X, measured, compared, floor=4.0):
+    """Theory and measurement of every configured net, compared on the table rows ``compared``; rows
+    added with one family-wise threshold. Returns (runs, k), runs = (cfg, label, net, th, m, comps, seed)."""
+    s = ctx.settings
+    runs, comps_all = [], []
+    for i, cfg in enumerate(s["configs"]):
+        net, label, seed = _mlp(cfg), _label(cfg), ctx.seed + i
+        ctx.status(label)
+        th = pdlt.theory(net, X)
+        m = _measure(ctx, label, net, X, s["networks"], seed, list(measured))
+        comps = compare(th, m, names=list(compared))
+        runs.append((cfg, label, net, th, m, comps, seed))
+        comps_all += comps
+    k = max(floor, family_threshold(comps_all))
+    for cfg, label, net, th, m, comps, seed in runs:
+        ctx.add_rows(_rows_from(label, comps, k))
+        ctx.snippet(f"# {label}\n{_mlp_code(cfg)}\n{_x_code(X)}\nth = pdlt.theory(net, X)\n"
+                    f"m = pdlt.measure(net, X, networks={s['networks']}, seed={seed}, "
+                    f"observables={list(measured)!r})\nrows = compare(th, m, names={list(compared)!r})")
+    return runs, k
+
+
 @register(
     "kernel", title="Kernel and its 1/n correction", observable="E[z z] vs G = K + G¹/n",
     book="book §4.1–4.3 (the kernel recursion and its 1/n correction G¹); formula sheet §1",
@@ -169,27 +191,14 @@ _KERNEL_CONFIGS = [_cfg("tanh", 0.0, 1.0, 32, 10), _cfg("relu", 0.0, 2.0, 96, 8)
 def kernel(ctx):
     s = ctx.settings
     X = INPUTS[: s["inputs"]]
-    runs, comps_all = [], []
-    for i, cfg in enumerate(s["configs"]):
-        net, label, seed = _mlp(cfg), _label(cfg), ctx.seed + i
-        ctx.status(label)
-        th = pdlt.theory(net, X)
-        m = _measure(ctx, label, net, X, s["networks"], seed, ["G"])
-        comps = compare(th, m, names=["G"])
-        runs.append((cfg, label, net, th, m, comps, seed))
-        comps_all += comps
-    k = family_threshold(comps_all)
+    runs, k = _table_runs(ctx, X, ["G"], ["G"])
     for cfg, label, net, th, m, comps, seed in runs:
-        ctx.add_rows(_rows_from(label, comps, k))
         valid = [c.layer for c in comps if c.valid]
         no_g1 = max((float(np.max(np.abs(m.layer(l).G.z_score(th.layer(l).K)))) for l in valid), default=0.0)
         with_g1 = max((c.max_abs_z() for c in comps if c.valid), default=0.0)
         verdict = "resolved" if no_g1 > k else "not resolved at this ensemble size"
         ctx.note(f"{label}: E[zz] against K alone (no 1/n correction) gives max |z| = {no_g1:.1f} on the "
                  f"judged layers, against {with_g1:.2f} with G¹/n: the 1/n correction is {verdict}.")
-        ctx.snippet(f"# {label}\n{_mlp_code(cfg)}\n{_x_code(X)}\nth = pdlt.theory(net, X)\n"
-                    f"m = pdlt.measure(net, X, networks={s['networks']}, seed={seed}, observables=['G'])\n"
-                    f"rows = compare(th, m, names=['G'])")
     fig, axes = _figure(ctx, 2, len(runs), (5.2 * len(runs), 7.0))
     if fig is None:
         return
@@ -252,23 +261,8 @@ _VERTEX_CONFIGS = [_cfg("tanh", 0.0, 1.0, 128, 6), _cfg("relu", 0.0, 2.0, 128, 6
         "full": {"configs": _VERTEX_CONFIGS, "inputs": 2, "networks": 160000, "seed": 201},
     })
 def vertex(ctx):
-    s = ctx.settings
-    X = INPUTS[: s["inputs"]]
-    runs, comps_all = [], []
-    for i, cfg in enumerate(s["configs"]):
-        net, label, seed = _mlp(cfg), _label(cfg), ctx.seed + i
-        ctx.status(label)
-        th = pdlt.theory(net, X)
-        m = _measure(ctx, label, net, X, s["networks"], seed, ["G", "V"])
-        comps = compare(th, m, names=["V"])
-        runs.append((cfg, label, net, th, m, comps, seed))
-        comps_all += comps
-    k = max(V_FLOOR, family_threshold(comps_all))
-    for cfg, label, net, th, m, comps, seed in runs:
-        ctx.add_rows(_rows_from(label, comps, k))
-        ctx.snippet(f"# {label}\n{_mlp_code(cfg)}\n{_x_code(X)}\nth = pdlt.theory(net, X)\n"
-                    f"m = pdlt.measure(net, X, networks={s['networks']}, seed={seed}, observables=['G', 'V'])\n"
-                    f"rows = compare(th, m, names=['V'])")
+    X = INPUTS[: ctx.settings["inputs"]]
+    runs, k = _table_runs(ctx, X, ["G", "V"], ["V"], floor=V_FLOOR)
     fig, axes = _figure(ctx, 1, 1, (6.6, 4.4))
     if fig is None:
         return
