@@ -274,3 +274,12 @@ def test_replace_moves_defaulted_learning_rates_with_the_variances():
     assert moved.lambda_W == (1.5, 1.5) and moved.lambda_b == (0.2, 0.2)
     fixed = MLP(3, 5, 2, "relu", C_b=0.1, C_W=2.0, lambda_W=0.7).replace(C_W=1.5)
     assert fixed.lambda_W == (0.7, 0.7) and fixed.lambda_b == (0.1, 0.1)
+
+
+def test_pickle_round_trip_keeps_defaulted_learning_rates():
+    import pickle
+
+    net = MLP(widths=[3, 5, 2], activation="tanh", C_b=[0.1, 0.2], C_W=1.5, lambda_W=0.7)
+    back = pickle.loads(pickle.dumps(net))
+    assert back == net and back._lambda_given == net._lambda_given
+    assert back.replace(C_b=0.5).lambda_b == net.replace(C_b=0.5).lambda_b == (0.5, 0.5)

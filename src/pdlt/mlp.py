@@ -85,6 +85,14 @@ class MLP:
     def __setattr__(self, key, value):
         raise AttributeError("MLP is immutable; use MLP.replace(...)")
 
+    def __reduce__(self):
+        # immutable slots: pickle (Dask workers, scikit-learn clones) rebuilds through __init__,
+        # keeping which learning rates were defaulted
+        kw = {"widths": self.widths, "activation": self.activation, "C_b": self.C_b, "C_W": self.C_W,
+              "lambda_b": self.lambda_b if self._lambda_given[0] else None,
+              "lambda_W": self.lambda_W if self._lambda_given[1] else None}
+        return (_rebuild, (kw,))
+
     @property
     def depth(self) -> int:
         """L, the number of layers."""
@@ -156,3 +164,7 @@ class MLP:
         cb = self.C_b[0] if len(set(self.C_b)) == 1 else list(self.C_b)
         cw = self.C_W[0] if len(set(self.C_W)) == 1 else list(self.C_W)
         return f"MLP(widths={list(self.widths)}, activation={self.activation!r}, C_b={cb}, C_W={cw})"
+
+
+def _rebuild(kw: dict) -> MLP:
+    return MLP(**kw)

@@ -89,7 +89,7 @@ class _InfiniteWidthRegressor(RegressorMixin, BaseEstimator):
 
     @property
     def net_(self) -> MLP:
-        """The :class:`pdlt.MLP` of the fitted estimator (rebuilt on access: MLPs do not pickle)."""
+        """The :class:`pdlt.MLP` of the fitted estimator, built from the current parameters."""
         check_is_fitted(self, "alpha_")
         return _net(self, self.n_features_in_)
 

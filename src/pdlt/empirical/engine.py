@@ -605,11 +605,7 @@ def _shard_features(net: MLP, X: np.ndarray, be: Backend, method: str, seed: int
 
 @dataclass(frozen=True, eq=False)
 class _ShardJob:
-    """Everything a worker needs to compute the features of any shard (see :mod:`.distributed`).
-
-    It pickles the network as its fields and rebuilds it on the other side (``MLP`` refuses
-    attribute assignment, so it does not unpickle by itself).
-    """
+    """Everything a worker needs to compute the features of any shard (see :mod:`.distributed`)."""
 
     net: MLP
     X: np.ndarray
@@ -621,18 +617,6 @@ class _ShardJob:
     features: tuple
     shapes: dict
     starts: np.ndarray
-
-    def __reduce__(self):
-        spec = (list(self.net.widths), self.net.activation, list(self.net.C_b), list(self.net.C_W),
-                list(self.net.lambda_b), list(self.net.lambda_W))
-        return (_rebuild_job, (spec, self.X, self.backend, self.device, self.method, self.seed,
-                               tuple(self.layers), tuple(self.features), dict(self.shapes), self.starts))
-
-
-def _rebuild_job(spec, *rest) -> _ShardJob:
-    widths, activation, C_b, C_W, lambda_b, lambda_W = spec
-    net = MLP(widths=widths, activation=activation, C_b=C_b, C_W=C_W, lambda_b=lambda_b, lambda_W=lambda_W)
-    return _ShardJob(net, *rest)
 
 
 @dataclass(frozen=True, eq=False)
