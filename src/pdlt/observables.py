@@ -38,7 +38,7 @@ import numpy as np
 from scipy import special
 
 from .estimate import Estimate
-from .theory.state import LayerState
+from .theory.state import DDNTK_FIELDS, DNTK_FIELDS, LayerState
 
 __all__ = ["Twin", "TABLE", "NTK_TABLE", "NTK_ROWS", "EPS_MAX", "first_order_effect", "compare", "Comparison",
            "family_threshold", "distinct_entries", "DNTK_TABLE", "DNTK_ROWS"]
@@ -114,13 +114,11 @@ NTK_TABLE: tuple[Twin, ...] = (
 )
 
 NTK_ROWS = tuple(t.name for t in NTK_TABLE)
-DDNTK_NAMES = ("R", "S", "T", "U")
 
 #: The dNTK (P, Q) and ddNTK (R, S, T, U) statistics share one natural size per family: for ReLU at
 #: criticality P = 0 at leading order but not at O(1/n) (measured P = 0.032 ± 0.0004 against
 #: Q = 2.10 at ℓ = 3, n = 64), so the first neglected order is ε times the family's largest entry.
-_FAMILIES = {"P": ("P", "Q"), "Q": ("P", "Q"), "R": ("R", "S", "T", "U"), "S": ("R", "S", "T", "U"),
-             "T": ("R", "S", "T", "U"), "U": ("R", "S", "T", "U")}
+_FAMILIES = {name: family for family in (DNTK_FIELDS, DDNTK_FIELDS) for name in family}
 
 
 def _family_scale(name: str):
@@ -202,7 +200,7 @@ def compare(th, m, layers=None, names=None) -> list[Comparison]:
             # the NTK has Theta = None, a dNTK measurement without ddNTKs raises for R..U: such
             # rows are skipped unless asked for by name
             if (not hasattr(type(meas), t.name) or t.theory(state) is None
-                    or (t.name in DDNTK_NAMES and not getattr(m, "ddntk", True))):
+                    or (t.name in DDNTK_FIELDS and not getattr(m, "ddntk", True))):
                 if names is not None:
                     raise ValueError(f"{t.name} is not available in both the theory and the measurement")
                 continue
