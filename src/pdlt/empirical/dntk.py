@@ -437,6 +437,26 @@ def _dd_orbits(N: int):
     return ddI, ddII
 
 
+def _walk_tuple(steps: dict, k: tuple, full_step, top_step, chosen, top: int, fill: dict):
+    """Run one input tuple's ddNTK recursion up the layers; yield (ℓ, the three neuron-pair patterns
+    [iijj, ijij, ijji] per network) at every chosen layer that has a ``fill`` entry. Below the top the
+    full tensor is kept (the next layer needs it); the top layer computes only the patterns."""
+    T = None
+    for l in range(2, top + 1):
+        if l < top:
+            T = full_step(steps[l], k, T)
+            if l not in chosen:
+                continue
+            dd = np.arange(T.shape[1])
+            pats = [T[:, dd, dd][:, :, dd, dd], T.transpose(0, 1, 3, 2, 4)[:, dd, dd][:, :, dd, dd],
+                    T.transpose(0, 1, 4, 2, 3)[:, dd, dd][:, :, dd, dd]]
+        else:
+            pats = top_step(steps[l], k, T)
+        if fill.get(l) is None:
+            continue
+        yield l, pats
+
+
 def _dd_features(steps: dict, N: int, chosen, top: int, fill: dict) -> None:
     """Run the ddNTK recursions tuple by tuple and write the pair averages FR, FS, FT, FU (E, N, N, N, N)
     of every chosen layer into ``fill[ℓ]`` (the top layer by patterns only)."""
@@ -444,19 +464,8 @@ def _dd_features(steps: dict, N: int, chosen, top: int, fill: dict) -> None:
     for k in orbI:
         d0, e1, e2, e3 = k
         need = (True, e2 != e1, e3 != e2)  # the other patterns repeat the first's entries of R
-        T = None
-        for l in range(2, top + 1):
-            if l < top:
-                T = _ddI_full(steps[l], k, T)
-                if l not in chosen:
-                    continue
-                dd = np.arange(T.shape[1])
-                pats = [T[:, dd, dd][:, :, dd, dd], T.transpose(0, 1, 3, 2, 4)[:, dd, dd][:, :, dd, dd],
-                        T.transpose(0, 1, 4, 2, 3)[:, dd, dd][:, :, dd, dd]]
-            else:
-                pats = _ddI_top(steps[l], k, T, need)
-            if fill.get(l) is None:
-                continue
+        top_step = lambda step, k, T, need=need: _ddI_top(step, k, T, need)
+        for l, pats in _walk_tuple(steps, k, _ddI_full, top_step, chosen, top, fill):
             F = fill[l]["FR"]
             # dd_I_{iijj; δ0 a b c} = dd_I_{ijij; δ0 b a c} = dd_I_{ijji; δ0 b c a} (slot symmetry), and
             # R[δ0, a, b, c] = R[δ0, a, c, b]; write in a fixed order (later writes of equal entries win)
@@ -465,19 +474,7 @@ def _dd_features(steps: dict, N: int, chosen, top: int, fill: dict) -> None:
                     F[:, d0, x, y, z] = F[:, d0, x, z, y] = _offdiag(P)
     for k in orbII:
         d1, d2, d3, d4 = k
-        T = None
-        for l in range(2, top + 1):
-            if l < top:
-                T = _ddII_full(steps[l], k, T)
-                if l not in chosen:
-                    continue
-                dd = np.arange(T.shape[1])
-                pats = [T[:, dd, dd][:, :, dd, dd], T.transpose(0, 1, 3, 2, 4)[:, dd, dd][:, :, dd, dd],
-                        T.transpose(0, 1, 4, 2, 3)[:, dd, dd][:, :, dd, dd]]
-            else:
-                pats = _ddII_top(steps[l], k, T)
-            if fill.get(l) is None:
-                continue
+        for l, pats in _walk_tuple(steps, k, _ddII_full, _ddII_top, chosen, top, fill):
             pS, pT, pU = (_offdiag(P) for P in pats)
             f = fill[l]
             for (a, b, c, d_) in ((d2, d1, d4, d3), (d1, d2, d3, d4)):  # the pair swap gives equal averages
