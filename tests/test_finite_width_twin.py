@@ -1,7 +1,7 @@
 """Twin of the finite-width trained mean (book Ch. ∞; formula sheet §9): pdlt.theory.finite_width.
 
 Verified part: the frozen-NTK O(1/n) terms — the NTK mean shift H^{1}/n ("H1") and the NTK
-fluctuation (A, B; "dNTK-fluct") — which are exact at O(1/n) when only the last layer trains
+fluctuation (A, B; "NTK-fluct") — which are exact at O(1/n) when only the last layer trains
 (λ^{(ℓ<L)} = 0: a linear model in its parameters, the NTK does not move). The twin trains real
 networks (pdlt.empirical.train_ensemble) at widths n and fits n·(measured − prediction) = a + b/n:
 the finite-width prediction leaves a = 0 (residual O(1/n²)), the infinite-width one a clearly
@@ -148,8 +148,8 @@ def test_fluctuation_part_matches_sheet_closed_form(act):
           + np.einsum("dbac,ab,ce,e->d", s.B[:, a, a, a], Hi, Hi, y)
           + np.einsum("dcab,ab,ce,e->d", s.B[:, a, a, a], Hi, Hi, y))
     closed = -Xd[NA:] + s.Theta[NA:, a] @ Hi @ Xd[a]
-    p = finite_width_mean(net, X_TRAIN, y, X_TEST, steps=None, parts=("dNTK-fluct",))
-    np.testing.assert_allclose(p.parts["dNTK-fluct"], closed, rtol=1e-6, atol=1e-8)
+    p = finite_width_mean(net, X_TRAIN, y, X_TEST, steps=None, parts=("NTK-fluct",))
+    np.testing.assert_allclose(p.parts["NTK-fluct"], closed, rtol=1e-6, atol=1e-8)
 
 
 # ---------------------------------------------------------------------------------------------

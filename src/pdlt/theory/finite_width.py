@@ -1,51 +1,58 @@
 r"""Finite-width (O(1/n)) mean of the trained output (book Ch. ∞, §∞.2; formula sheet §8, §9).
 
-Setup (sheet §0, §8): MSE loss :math:`\mathcal L = \frac12\sum_{\alpha\in A}(z_\alpha - y_\alpha)^2`,
-full-batch gradient descent with the learning-rate tensor λ and global rate η (t steps), or the
-one-step Newton update (matrix learning rate :math:`\hat H_{AA}^{-1}`); one output (n_L = 1).
+Setup (sheet §0, §8): MSE loss :math:`\mathcal L = \frac12\sum_{i,\alpha\in A}(z_{i;\alpha} - y_{i;\alpha})^2`,
+full-batch gradient descent with the learning-rate tensor λ and global rate η (t steps), or Newton
+steps (matrix learning rate η Ĥ_AA⁻¹ from the network's own training-block NTK: the book's "giant
+leap", η = 1), as :func:`pdlt.empirical.train_ensemble` does them.  Any number n_L of outputs; the
+output index i and the input index α are flattened into one index (α, i) below.
 
-**Infinite width** (sheet §8): with the operator
-:math:`M_t(\tilde H) = \tilde H^{-1}\big(1 - (1-\eta\tilde H)^t\big)` (t = ∞ or Newton: :math:`\tilde H^{-1}`)
-and :math:`f(H) \equiv H_{BA}\,M_t(H_{AA})\,y`,
+**Infinite width** (sheet §8): with :math:`M_t(\tilde H) = \tilde H^{-1}\big(1 - (1-\eta\tilde H)^t\big)`
+(t = ∞ or Newton: :math:`\tilde H^{-1}`) and :math:`f(H) \equiv H_{BA}\,M_t(H_{AA})\,y`,
+:math:`m^\infty = f(\Theta)`.
 
-.. math:: m^\infty_{\dot\beta} = f(\Theta)_{\dot\beta} = \sum\Theta_{\dot\beta\alpha_1}
-          \big[M_t(\tilde\Theta)\big]^{\alpha_1\alpha_2}y_{\alpha_2}.
+The O(1/n) terms (n = n_{L−1}) come in two groups; the prediction is :math:`m^\infty + \sum_k c_k/n`.
 
-**Frozen-NTK part at O(1/n)** (algorithm dependent only through f): for a network whose NTK does
-not move during training the trained output is :math:`z(T) = z(0) + f(\hat H) - \hat H_{BA}M_t(\hat H_{AA})z_A(0)`;
-its mean drops every term odd in z (W^{(L)} → −W^{(L)}), so :math:`E[z(T)] = E[f(\hat H)]`, and
-expanding :math:`\hat H = H + \Delta\hat H` with :math:`H = \Theta + H^{\{1\}}/n` (``ntk_mean``),
+**Frozen-NTK part** ("H1", "NTK-fluct"). For a network whose NTK does not move,
+:math:`z(T) = z(0) + f(\hat H) - \hat H_{BA}M_t(\hat H_{AA})z_A(0)`; its mean drops every term odd in
+z (W^{(L)} → −W^{(L)}), so with :math:`\hat H = \Theta + H^{\{1\}}/n + \Delta\hat H`,
 
-.. math:: E[z_{\dot\beta}(T)] = f(\Theta) + \frac1n\Big[\underbrace{\partial f[H^{\{1\}}]}_{\text{"H1"}}
-          + \underbrace{\tfrac12\sum \mathcal C_{(\alpha_1\alpha_2)(\alpha_3\alpha_4)}
-          \frac{\partial^2 f}{\partial H_{\alpha_1\alpha_2}\partial H_{\alpha_3\alpha_4}}}_{\text{"dNTK-fluct" (ΔNTK)}}\Big]
-          + O(1/n^2),
+.. math:: c_{H1} = \partial f[H^{\{1\}}],\qquad
+          c_{\rm NTK\text{-}fluct} = \tfrac12\sum \mathcal C_{(I_1I_2)(I_3I_4)}
+          \frac{\partial^2 f}{\partial H_{I_1I_2}\partial H_{I_3I_4}},
 
-with :math:`n\,\mathrm{Cov}(\hat H_{\alpha_1\alpha_2},\hat H_{\alpha_3\alpha_4}) = \mathcal C =
-A_{(\alpha_1\alpha_2)(\alpha_3\alpha_4)} + B_{\alpha_1\alpha_3\alpha_2\alpha_4} + B_{\alpha_1\alpha_4\alpha_2\alpha_3}`
-(n = n_{L−1}; A, B in the layout of :class:`pdlt.theory.state.LayerState`). For t = ∞ this is the
-sheet's §9 ΔNTK term :math:`-X_\delta + H_{\delta\alpha}\tilde H^{-1}X_\alpha` written without
-choosing a sign by hand (it agrees with the sheet's own sign to 1e-8, not S5's; fast test
-``test_fluctuation_part_matches_sheet_closed_form``): the derivatives of f are taken numerically (central differences along the
-eigenvectors of 𝒞, Richardson-extrapolated), so the same code covers any t and η.
+:math:`n\,\mathrm{Cov}(\hat H_{i_1i_2;\alpha_1\alpha_2},\hat H_{i_3i_4;\alpha_3\alpha_4}) = \mathcal C =
+\delta_{i_1i_2}\delta_{i_3i_4}A_{(\alpha_1\alpha_2)(\alpha_3\alpha_4)} + \delta_{i_1i_3}\delta_{i_2i_4}
+B_{\alpha_1\alpha_3\alpha_2\alpha_4} + \delta_{i_1i_4}\delta_{i_2i_3}B_{\alpha_1\alpha_4\alpha_2\alpha_3}`
+(layouts of :class:`pdlt.theory.state.LayerState`). For t = ∞ this is the sheet's §9 ΔNTK term
+:math:`-X_\delta + H_{\delta\alpha}\tilde H^{-1}X_\alpha` with the sheet's sign (not S5's; fast test
+``test_fluctuation_part_matches_sheet_closed_form``). The derivatives of f are central differences
+along the eigenvectors of 𝒞, Richardson-extrapolated, so one code covers every t and η.
 
-**Moving NTK (dNTK, ddNTK)**: not implemented here (``parts`` accepts only "H1" and "dNTK-fluct").
-The sheet's §9 [S] terms m^{dNTK}, m^{ddNTK} were not transcribed/verified within the time box.
+**Moving-NTK part** ("dNTK", "ddNTK"; Ch. ∞.2). Taylor-expanding one step
+:math:`\Delta\theta_\mu = -\sum\lambda_{\mu\nu}\,(dz_J/d\theta_\nu)\,c_J` (c = ηε for gradient descent,
+c = ηĤ_AA⁻¹ε for Newton, ε = z_A − y) gives the nearly-kernel dynamics (sheet §0, §6; each line is
+the Taylor series of z, Ĥ, dĤ in Δθ, cut where the next term is O(1/n²))
 
-Status (twin, ``tests/test_finite_width_twin.py``):
+.. math::
+    \Delta z_I &= -\hat H_{IJ}c_J + \tfrac12\,\widehat{dH}_{IJK}c_Jc_K - \tfrac16\,dd_I\hat H_{IJKL}c_Jc_Kc_L,\\
+    \Delta\hat H_{IJ} &= -(\widehat{dH}_{IJK} + \widehat{dH}_{JIK})c_K
+        + \tfrac12(dd_I\hat H_{IJKL} + dd_I\hat H_{JIKL} + dd_{II}\hat H_{IJKL} + dd_{II}\hat H_{IJLK})c_Kc_L,\\
+    \Delta\widehat{dH}_{IJK} &= -(dd_I\hat H_{IJKL} + dd_{II}\hat H_{IJKL} + dd_{II}\hat H_{IKJL})c_L,
 
-- "H1" + "dNTK-fluct" are **exact** at O(1/n) when only the last layer trains (λ^{(ℓ<L)} = 0: the
-  model is linear in its parameters, the NTK is frozen); verified for ReLU (Newton; 16 GD steps at
-  η*/4, n ≥ 32) and tanh (4 and 16 GD steps at η*/4): n·(measured − prediction) has intercept 0
-  within errors. Not twinned: tanh Newton / t = ∞ (effect too small at this setup, |n·Δ| ≲ 0.1) and
-  64-step GD (ReLU at η*/2 diverged at n = 16).
-  Reduced sweep (y × 5, n = 16, 32, 64; fitted intercept a of n·(measured − prediction) = a + b/n,
-  first test point): ReLU Newton a_∞ = −3.07 ± 0.30 → a = 0.15 ± 0.30; tanh 16 GD steps
-  a_∞ = 1.39 ± 0.08 → a = −0.08 ± 0.08; tanh 4 GD steps a_∞ = 0.45 ± 0.10 → a = −0.11 ± 0.10.
-  ReLU GD (16 steps, n = 32..128): consistent (a = −0.60 ± 0.60) but a_∞ only 1.8σ from 0.
-- With all layers training the NTK moves; the remaining O(1/n) residual is the dNTK/ddNTK effect,
-  **not predicted here** (e.g. depth 2, ReLU Newton: n·(measured − prediction) ≈ 0.62–0.75 at
-  n = 16..64 on the first test point; numbers in the test module docstring).
+with the ddNTKs constant. At O(1/n) the dNTK enters linearly through its correlation with the
+initial outputs, :math:`n\,E[\widehat{dH}_{IJK}z_L] = ` (P, Q with δ's; :class:`LayerState`), and the
+ddNTKs through their means (R, S, T, U), while z_A(0) ~ N(0, K) at leading order. The mean of the
+part of z(T) linear in dĤ and dd is therefore computed exactly as follows: replace dĤ(0) by its
+regression on the initial outputs, :math:`E[\widehat{dH}\mid z_A(0)] = E[\widehat{dH}z_A]K_{AA}^{-1}z_A(0)`
+(exact for the mean, since that part is linear in dĤ), and the ddNTKs by their means; run the
+dynamics above with (dĤ, dd) multiplied by an imaginary ih (complex-step derivative: Im z(T)/h is
+the part linear in them, to machine precision); it is a polynomial of degree 3 in z_A(0), whose
+Gaussian mean an equal-weight ±√d rule on the 2d points :math:`\pm\sqrt d\,K_{AA}^{1/2}e_u`
+integrates exactly (d = n_L N_A). No closed form is transcribed: the sheet's §9 Z-tensor formula
+(S5, signs unverified) is the t = ∞ limit of the same dynamics. Terms mixing ΔĤ with dĤ have zero
+or O(1/n²) mean (dĤ is odd under W^{(L)} → −W^{(L)}, ΔĤ even), so the two groups add.
+
+Twin: ``tests/test_finite_width_twin.py`` (width sweeps of trained ensembles, all layers training).
 """
 
 from __future__ import annotations
@@ -58,21 +65,25 @@ import numpy as np
 from .. import _validate as v
 from ..mlp import MLP
 
-__all__ = ["FiniteWidthMean", "finite_width_mean", "trained_mean_function"]
+__all__ = ["FiniteWidthPrediction", "finite_width_mean", "trained_mean_function", "nearly_kernel_mean",
+           "nearly_kernel_step", "nearly_kernel_couplings", "dntk_statistics"]
 
-PARTS = ("H1", "dNTK-fluct")
+PARTS = ("H1", "NTK-fluct", "dNTK", "ddNTK")
+FROZEN_PARTS = ("H1", "NTK-fluct")
+#: Steps of gradient descent at which the t = ∞ moving-NTK dynamics gives up converging.
+MAX_STEPS = 200_000
 
 
-def trained_mean_function(NA: int, y: np.ndarray, *, eta: float | None, steps, newton: bool):
-    r"""f(H) = H_{BA} M_t(H_{AA}) y for a full (N, N) NTK matrix H (training inputs first)."""
+def trained_mean_function(MA: int, y: np.ndarray, *, eta: float | None, steps, newton: bool):
+    r"""f(H) = H_{BA} M_t(H_{AA}) y for a full (M, M) NTK matrix H (the M_A training rows first)."""
     y = np.asarray(y, dtype=np.float64)
 
     def f(H):
-        HAA, HBA = H[:NA, :NA], H[NA:, :NA]
+        HAA, HBA = H[:MA, :MA], H[MA:, :MA]
         if newton or steps is None or math.isinf(steps):
             c = np.linalg.solve(HAA, y)
         else:
-            P = np.eye(NA) - eta * HAA
+            P = np.eye(MA) - eta * HAA
             c = np.linalg.solve(HAA, y - np.linalg.matrix_power(P, int(steps)) @ y)
         return HBA @ c
 
@@ -92,12 +103,141 @@ def _richardson(fn, f, H, V, h):
     return (4 * b - a) / 3
 
 
+# ---------------------------------------------------------------------------------------------
+# statistics with their neuron (output) structure, flattened over (α, i)
+
+
+def _with_deltas(nL: int, terms) -> np.ndarray:
+    """Σ X[perm] δ δ as an (M, M, M, M) array, M = N n_L, index (α, i) → α n_L + i.
+
+    ``terms``: (X, labels of X's axes among a b c d, δ pair, δ pair) with output indices p q r s
+    belonging to a b c d."""
+    I = np.eye(nL)
+    out = sum(np.einsum(f"{lab},{d1},{d2}->apbqcrds", X, I, I) for X, lab, d1, d2 in terms)
+    M = out.shape[0] * nL
+    return out.reshape(M, M, M, M)
+
+
+def dntk_statistics(s, nL: int) -> dict:
+    r"""n × the dNTK/ddNTK statistics of an output layer with n_L outputs, flattened (M, M, M, M).
+
+    - ``"dHz"``: :math:`n\,E[\widehat{dH}_{i_0i_1i_2;\delta_0\delta_1\delta_2}z_{i_3;\delta_3}] =
+      \delta_{i_0i_3}\delta_{i_1i_2}P_{\delta_0\delta_1\delta_2\delta_3} + \delta_{i_0i_1}\delta_{i_2i_3}Q_{\delta_0\delta_1\delta_2\delta_3}
+      + \delta_{i_0i_2}\delta_{i_1i_3}Q_{\delta_0\delta_2\delta_1\delta_3}`
+    - ``"ddI"``: :math:`n\,E[dd_I\hat H] = \delta_{i_0i_1}\delta_{i_2i_3}R_{\delta_0\delta_1\delta_2\delta_3}
+      + \delta_{i_0i_2}\delta_{i_3i_1}R_{\delta_0\delta_2\delta_3\delta_1} + \delta_{i_0i_3}\delta_{i_1i_2}R_{\delta_0\delta_3\delta_1\delta_2}`
+    - ``"ddII"``: :math:`n\,E[dd_{II}\hat H] = \delta_{i_1i_2}\delta_{i_3i_4}S_{\delta_1\delta_2\delta_3\delta_4}
+      + \delta_{i_1i_3}\delta_{i_4i_2}T_{\delta_1\delta_3\delta_4\delta_2} + \delta_{i_1i_4}\delta_{i_2i_3}U_{\delta_1\delta_4\delta_2\delta_3}`
+
+    (formula sheet §6; ``s`` a :class:`LayerState` with P, Q and, when computed, R…U; book Ch. 11, ∞).
+    """
+    P, Q = np.asarray(s.P), np.asarray(s.Q)
+    out = {"dHz": _with_deltas(nL, [(P, "abcd", "ps", "qr"), (Q, "abcd", "pq", "rs"), (Q, "acbd", "pr", "qs")])}
+    if s.R is not None:  # the ddNTKs were computed
+        R, S, T, U = (np.asarray(getattr(s, k)) for k in "RSTU")
+        out["ddI"] = _with_deltas(nL, [(R, "abcd", "pq", "rs"), (R, "acdb", "pr", "sq"), (R, "adbc", "ps", "qr")])
+        out["ddII"] = _with_deltas(nL, [(S, "abcd", "pq", "rs"), (T, "acdb", "pr", "sq"), (U, "adbc", "ps", "qr")])
+    return out
+
+
+def _ntk_covariance(A, B, nL: int) -> np.ndarray:
+    """n Cov(Ĥ_{I1I2}, Ĥ_{I3I4}) as an (M², M²) matrix (module docstring)."""
+    C = _with_deltas(nL, [(A, "abcd", "pq", "rs"), (B, "acbd", "pr", "qs"), (B, "adbc", "ps", "qr")])
+    M = C.shape[0]
+    C = C.reshape(M * M, M * M)
+    return 0.5 * (C + C.T)
+
+
+# ---------------------------------------------------------------------------------------------
+# the moving-NTK part
+
+
+def nearly_kernel_couplings(ddI, ddII, MA: int) -> tuple:
+    r"""The ddNTK combinations that move z, Ĥ and dĤ, restricted to the M_A training slots.
+
+    ddI, ddII (M, M, M, M) flattened over (α, i). Returns (dd_I[:, A, A, A],
+    dd_I + dd_Iᵀ + dd_II + dd_IIᵀ on the last two slots [.., A, A], dd_I + dd_II + dd_II^{(12)} [.., A])
+    (module docstring; book Ch. ∞.2).
+    """
+    A = slice(0, MA)
+    return (ddI[:, A, A, A],
+            (ddI + ddI.transpose(1, 0, 2, 3) + ddII + ddII.transpose(0, 1, 3, 2))[:, :, A, A],
+            (ddI + ddII + ddII.transpose(0, 2, 1, 3))[:, :, :, A])
+
+
+def nearly_kernel_step(z, H, dH, G, c):
+    r"""One step of the nearly-kernel dynamics (module docstring; book Ch. ∞.2), batched over a leading axis.
+
+    z (p, M), H (p, M, M), dH (p, M, M, M) flattened over (α, i); G from
+    :func:`nearly_kernel_couplings`; c (p, M_A) the step's coefficients (ηε for gradient descent).
+    Returns the new (z, H, dH); the ddNTKs do not move at this order.
+    """
+    dIA, G2A, G3A = G
+    MA = c.shape[-1]
+    A = slice(0, MA)
+    dz = (-np.einsum("pIk,pk->pI", H[:, :, A], c)
+          + 0.5 * np.einsum("pIjk,pj,pk->pI", dH[:, :, A, A], c, c)
+          - np.einsum("Ijkl,pj,pk,pl->pI", dIA, c, c, c) / 6.0)
+    dHt = dH[:, :, :, A]
+    dHH = (-np.einsum("pIJk,pk->pIJ", dHt + dHt.transpose(0, 2, 1, 3), c)
+           + 0.5 * np.einsum("IJkl,pk,pl->pIJ", G2A, c, c))
+    ddH = -np.einsum("IJKl,pl->pIJK", G3A, c)
+    return z + dz, H + dHH, dH + ddH
+
+
+def nearly_kernel_mean(Theta, dHz, ddI, ddII, K_AA, y, *, eta: float, steps, newton: bool = False,
+                       tol: float = 1e-12) -> np.ndarray:
+    r"""n × the mean shift of the outputs linear in the dNTK and ddNTKs after training (book Ch. ∞.2).
+
+    Flattened (α, i) index, M_A training rows first (module docstring for the method).
+    Theta (M, M): the infinite-width NTK ⊗ δ; dHz (M, M, M, M) = n E[dĤ z]; ddI, ddII (M, M, M, M)
+    = n E[dd Ĥ] (zero arrays switch a part off); K_AA (M_A, M_A) the kernel ⊗ δ of the training
+    block; y (M_A,). ``steps`` an int, or None for t = ∞ (until the dynamics converges).
+    Returns (M − M_A,): the coefficient c with E[z_B(T)] ⊃ c/n.
+    """
+    MA = K_AA.shape[0]
+    M = Theta.shape[0]
+    h = 1e-30
+    w, Vk = np.linalg.eigh(K_AA)
+    root = Vk * np.sqrt(np.clip(w, 0.0, None))
+    pts = math.sqrt(MA) * np.concatenate([root.T, -root.T])          # (2d, M_A), rows ±√d K^{1/2} e_u
+    reg = pts @ np.linalg.pinv(K_AA, hermitian=True)                 # K⁻¹ z(0) per point
+    P = pts.shape[0]
+    z = np.zeros((P, M), dtype=complex)
+    z[:, :MA] = pts
+    H = np.broadcast_to(Theta.astype(complex), (P, M, M)).copy()
+    dH = 1j * h * np.einsum("IJKu,pu->pIJK", dHz[:, :, :, :MA], reg)
+    G = nearly_kernel_couplings(1j * h * ddI, 1j * h * ddII, MA)
+    T = None if steps is None or math.isinf(steps) else int(steps)
+    scale = max(float(np.max(np.abs(y))), 1e-300)
+    t = 0
+    while T is None or t < T:
+        eps = z[:, :MA] - y
+        c = eta * (np.linalg.solve(H[:, :MA, :MA], eps[..., None])[..., 0] if newton else eps)
+        z0 = z.copy()
+        z, H, dH = nearly_kernel_step(z, H, dH, G, c)
+        t += 1
+        if not np.all(np.isfinite(z)):
+            raise FloatingPointError(f"the nearly-kernel dynamics diverged after {t} steps (eta = {eta:g}); lower eta")
+        if T is None:
+            dz = z - z0
+            if max(float(np.max(np.abs(dz.real))), float(np.max(np.abs(dz.imag))) / h) < tol * scale:
+                break
+            if t >= MAX_STEPS:
+                raise ValueError(f"the dynamics did not converge in {MAX_STEPS} steps (eta = {eta:g}); give a "
+                                 "finite number of steps or a larger eta")
+    return np.mean(z[:, MA:].imag, axis=0) / h
+
+
+# ---------------------------------------------------------------------------------------------
+
+
 @dataclass(frozen=True)
-class FiniteWidthMean:
+class FiniteWidthPrediction:
     r"""Trained mean at the test inputs to O(1/n).
 
-    infinite : (N_B,) m^∞ = f(Θ).
-    parts : dict name → (N_B,) coefficient c of the 1/n correction (the prediction adds c/n).
+    infinite : (N_B,) or (N_B, n_L), m^∞ = f(Θ).
+    parts : dict name → coefficient c of the 1/n correction, same shape (the prediction adds c/n).
     n : the width n_{L−1} that sets the expansion.
     total : m^∞ + Σ parts / n.
     """
@@ -116,55 +256,87 @@ class FiniteWidthMean:
 
 
 def finite_width_mean(net: MLP, X_train, y_train, X_test, *, eta: float | None = None, steps=None,
-                      newton: bool = False, parts=PARTS) -> FiniteWidthMean:
+                      newton: bool = False, parts=PARTS) -> FiniteWidthPrediction:
     r"""Mean trained output at X_test to O(1/n) (module docstring; book Ch. ∞, §∞.2).
 
-    X_train (N_A, n_0), y_train (N_A,) or (N_A, 1), X_test (N_B, n_0); n_L must be 1.
-    ``newton=True`` (one Newton step) or ``steps=None`` (t = ∞) give M = H̃⁻¹; otherwise ``eta`` and
-    integer ``steps`` give M = H̃⁻¹(1 − (1 − ηH̃)^t).
+    X_train (N_A, n_0), y_train (N_A,) or (N_A, n_L), X_test (N_B, n_0).
+    Gradient descent: ``eta`` and ``steps`` (an int, or None for t = ∞). ``newton=True``: ``steps``
+    Newton steps (default 1, the giant leap) with η = ``eta`` (default 1). The frozen parts need
+    only M_t; the moving parts ("dNTK", "ddNTK") follow the algorithm step by step.
     """
     from .network import theory as _theory
     from .ntk_correction import ntk_mean_correction
+    from .training import max_learning_rate
 
-    if net.n(net.depth) != 1:
-        raise ValueError("finite_width_mean supports n_L = 1 only")
+    if not isinstance(net, MLP):
+        raise ValueError(f"net must be a pdlt.MLP, got {type(net).__name__}")
+    parts = tuple(parts)
     bad = [p for p in parts if p not in PARTS]
     if bad:
-        raise ValueError(f"unknown or unimplemented parts {bad}; available: {PARTS}")
+        raise ValueError(f"unknown parts {bad}; available: {PARTS}")
     XA = v.inputs("X_train", X_train, net.input_dim)
     XB = v.inputs("X_test", X_test, net.input_dim)
-    y = np.asarray(y_train, dtype=np.float64).reshape(-1)
-    if y.shape[0] != XA.shape[0]:
-        raise ValueError("y_train must have one target per training input")
-    if not newton and steps is not None and not math.isinf(steps) and eta is None:
-        raise ValueError("eta is required for a finite number of steps")
-    NA = XA.shape[0]
+    nL = net.n(net.depth)
+    y = np.asarray(y_train, dtype=np.float64)
+    one_d = y.ndim == 1
+    Y = y.reshape(-1, 1) if one_d else y
+    if Y.ndim != 2 or Y.shape != (XA.shape[0], nL) or not np.all(np.isfinite(Y)):
+        raise ValueError(f"y_train must be finite with shape (N_A,) for one output or (N_A, n_L) = "
+                         f"({XA.shape[0]}, {nL}); got {y.shape}")
+    if newton:
+        eta = 1.0 if eta is None else v.real("eta", eta, low=0.0, low_open=True)
+        steps = 1 if steps is None else steps
+        if eta != 1.0:
+            raise ValueError("newton steps take eta = 1 (the giant leap ηĤ_AA⁻¹ with η = 1)")
+    elif steps is not None and not (isinstance(steps, float) and math.isinf(steps)):
+        steps = v.positive_int("steps", steps, minimum=0)
+        if eta is None:
+            raise ValueError("eta is required for a finite number of steps")
+    if eta is not None and not newton:
+        eta = v.real("eta", eta, low=0.0, low_open=True)
+        eta_max = max_learning_rate(net, XA)
+        if eta >= eta_max:
+            raise ValueError(f"eta = {eta:g} >= 2/λ_max(Θ̃) = {eta_max:g}: gradient descent diverges at "
+                             f"infinite width; choose 0 < eta < {eta_max:g}")
+    moving = [p for p in parts if p not in FROZEN_PARTS]
+    if moving and not newton and eta is None:
+        raise ValueError(f"the parts {moving} depend on the algorithm: give eta (and steps) or newton=True")
+    NA, NB = XA.shape[0], XB.shape[0]
+    MA = NA * nL
     X = np.vstack([XA, XB])
-    th = _theory(net, X, ntk=True)
+    th = _theory(net, X, ntk=True, dntk=bool(moving), ddntk="ddNTK" in moving)
     s = th.layer(net.depth)
-    Theta = np.asarray(s.Theta)
+    Ik = np.eye(nL)
+    Theta = np.kron(np.asarray(s.Theta), Ik)
     n = net.n(net.depth - 1)
-    f = trained_mean_function(NA, y, eta=eta, steps=steps, newton=newton)
-    m_inf = f(Theta)
+    f = trained_mean_function(MA, Y.reshape(-1), eta=eta, steps=steps, newton=newton)
+    shape = (NB,) if one_d else (NB, nL)
+    m_inf = f(Theta).reshape(shape)
     scale = float(np.max(np.abs(np.diag(Theta))))
     h = 1e-3 * scale
     out = {}
     if "H1" in parts:
-        H1 = ntk_mean_correction(net, X, th)[-1]
+        H1 = np.kron(ntk_mean_correction(net, X, th)[-1], Ik)
         nrm = float(np.max(np.abs(H1))) or 1.0
-        out["H1"] = _richardson(_d1, f, Theta, H1 / nrm, h) * nrm
-    if "dNTK-fluct" in parts:
-        A, B = np.asarray(s.A), np.asarray(s.B)
-        N = X.shape[0]
-        C = A + np.einsum("acbd->abcd", B) + np.einsum("adbc->abcd", B)
-        C = C.reshape(N * N, N * N)
-        C = 0.5 * (C + C.T)
+        out["H1"] = (_richardson(_d1, f, Theta, H1 / nrm, h) * nrm).reshape(shape)
+    if "NTK-fluct" in parts:
+        C = _ntk_covariance(np.asarray(s.A), np.asarray(s.B), nL)
         w, U = np.linalg.eigh(C)
-        acc = np.zeros_like(m_inf)
+        M = Theta.shape[0]
+        acc = np.zeros(M - MA)
         for k in range(w.size):
             if abs(w[k]) <= 1e-14 * max(abs(w).max(), 1e-300):
                 continue
-            Vk = U[:, k].reshape(N, N)
-            acc += 0.5 * w[k] * _richardson(_d2, f, Theta, Vk, h)
-        out["dNTK-fluct"] = acc
-    return FiniteWidthMean(m_inf, out, n)
+            acc += 0.5 * w[k] * _richardson(_d2, f, Theta, U[:, k].reshape(M, M), h)
+        out["NTK-fluct"] = acc.reshape(shape)
+    if moving:
+        st = dntk_statistics(s, nL)
+        K_AA = np.kron(np.asarray(s.K)[:NA, :NA], Ik)
+        zero = np.zeros_like(st["dHz"])
+        kw = dict(eta=eta, steps=steps, newton=newton)
+        if "dNTK" in moving:
+            out["dNTK"] = nearly_kernel_mean(Theta, st["dHz"], zero, zero, K_AA, Y.reshape(-1), **kw).reshape(shape)
+        if "ddNTK" in moving:
+            out["ddNTK"] = nearly_kernel_mean(Theta, zero, st["ddI"], st["ddII"], K_AA,
+                                              Y.reshape(-1), **kw).reshape(shape)
+    return FiniteWidthPrediction(m_inf, out, n)
