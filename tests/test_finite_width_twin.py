@@ -1,8 +1,9 @@
 """Twin of the finite-width trained mean (book Ch. ∞; formula sheet §9): pdlt.theory.finite_width.
 
-Verified part: the frozen-NTK O(1/n) terms — the NTK mean shift H^{1}/n ("H1") and the NTK
-fluctuation (A, B; "NTK-fluct") — which are exact at O(1/n) when only the last layer trains
-(λ^{(ℓ<L)} = 0: a linear model in its parameters, the NTK does not move). The twin trains real
+Two twins. (1) The frozen-NTK O(1/n) terms — the NTK mean shift H^{1}/n ("H1") and the NTK
+fluctuation (A, B; "NTK-fluct") — alone, where they are exact at O(1/n): only the last layer trains
+(λ^{(ℓ<L)} = 0: a linear model in its parameters, the NTK does not move). (2) All layers training,
+where the NTK moves and the dNTK/ddNTK parts ("dNTK", "ddNTK") are needed as well. The twin trains real
 networks (pdlt.empirical.train_ensemble) at widths n and fits n·(measured − prediction) = a + b/n:
 the finite-width prediction leaves a = 0 (residual O(1/n²)), the infinite-width one a clearly
 non-zero a.
@@ -32,11 +33,24 @@ Full sweep (PDLT_SLOW=1 configs: n = 16..128, 40000 networks, y × 5):
 (Timings on a loaded 2-core machine, these configs run one at a time through the script entry point,
 which uses the same sweep and seed as the test, so the full test's assertions hold for these numbers.)
 
-Not verified (all layers training): there the NTK moves (dNTK, ddNTK) and the frozen-NTK terms
-leave an O(1/n) residual, e.g. depth 2, 100k networks, n·(meas − finite-width) at n = 16, 32, 64:
-ReLU Newton (0.62, 0.20), (0.71, 0.21), (0.75, 0.25); tanh Newton (0.27, 0.07), (0.27, 0.05),
-(0.27, 0.03); ReLU 4 steps (0.24, 0.04), (0.19, −0.11), (0.06, −0.20); tanh 4 steps (−0.08, −0.22),
-(−0.14, −0.32), (−0.20, −0.41).
+All layers training (``test_finite_width_mean_twin_all_layers``; depth 2, targets × 2, all four
+parts: H1 (zero at L = 2), NTK-fluct, dNTK, ddNTK). Measured (100k networks, seed 1, test point 0 / 1;
+n·Δ fitted to a + b/√n, see below):
+- tanh Newton, n = 32..256: n·(meas − m^∞) = 0.51, 0.55, 0.55, 0.53 (σ 0.02..0.13); n·(meas − prediction)
+  = −0.09, −0.05, −0.05, −0.07: a_fw = 0.00 ± 0.10 / −0.09 ± 0.15, a_inf = 0.60 ± 0.10 / −0.16 ± 0.15.
+  Seeds 2–9 of the reduced sweep (n = 32, 64, 128): |a_fw|/σ ≤ 2.2 on both points, a_inf/σ = 4.7..7.5.
+- tanh 16 GD steps at η*/4, n = 32..256: n·(meas − m^∞) = −0.46, −0.56, −0.67, −0.76; n·(meas − prediction)
+  = 0.36, 0.26, 0.16, 0.06: a_fw = −0.03 ± 0.09 / −0.08 ± 0.15, a_inf = −0.85 ± 0.09 / −2.06 ± 0.15.
+- Why b/√n and not b/n: the gradient-descent residual approaches 0 as n^{-1/2}, not n^{-1} — with
+  targets × 5, n·(meas − prediction) = 5.6, 4.5, 3.4, 2.3, 1.45 ± 0.5, 1.0 ± 0.9 at n = 32..1024
+  (≈ 35/√n), so the residual is O(n^{-3/2}), faster than 1/n, and the prediction's 1/n coefficient
+  (−8.3) is approached only slowly (n·(meas − m^∞) = −2.7 at n = 32, −7.3 ± 0.9 at n = 1024). We have
+  no derivation of the half-integer order; the b/√n fit is the more conservative model for a (the
+  b/n fit gives a_fw = 0.12 ± 0.06 on the same data).
+- ReLU (xfail, full sweep only): the a.e. convention (σ″ = 0 per network, :mod:`pdlt.theory.dntk`)
+  misses the kink crossings of a finite step, an O(1/n) effect. Newton, targets × 5, n = 32, 64, 128:
+  n·(meas − m^∞) = 4.00, 4.35, 4.62, n·(meas − prediction) = 1.91, 2.26, 2.53 (σ 0.04..0.13): the
+  prediction (NTK-fluct −0.45, dNTK +2.55, ddNTK 0: R = 0 for ReLU) removes about half of the shift.
 """
 
 import os
@@ -74,24 +88,29 @@ def schedule(net, sched):
     return 0.25 * max_learning_rate(net, X_TRAIN), int(sched[2:]), False
 
 
-def fit_intercept(ns, d, s):
-    """Weighted least squares d = a + b/n; returns (a, σ_a, χ²/dof)."""
+def fit_intercept(ns, d, s, power=1.0):
+    """Weighted least squares d = a + b/n^power; returns (a, σ_a, χ²/dof)."""
     ns, d, s = map(np.asarray, (ns, d, s))
-    M = np.stack([np.ones_like(ns, dtype=float), 1.0 / ns], axis=1) / s[:, None]
+    M = np.stack([np.ones_like(ns, dtype=float), ns ** -power], axis=1) / s[:, None]
     cov = np.linalg.inv(M.T @ M)
     coef = cov @ M.T @ (d / s)
-    chi2 = float(np.sum(((d - coef[0] - coef[1] / ns) / s) ** 2))
+    chi2 = float(np.sum(((d - coef[0] - coef[1] * ns ** -power) / s) ** 2))
     return coef[0], np.sqrt(cov[0, 0]), chi2 / max(len(ns) - 2, 1)
 
 
-def sweep(act, sched, widths, networks, seed=1):
+def all_layers_net(act, width, depth=2):
+    return MLP(N0, width, depth, act, C_b=0.0, C_W=CW[act], lambda_b=0.5, lambda_W=1.0, output_dim=1)
+
+
+def sweep(act, sched, widths, networks, seed=1, build=last_layer_net, y=Y_TRAIN):
     rows = []
     for n in widths:
-        net = last_layer_net(act, n)
+        net = build(act, n)
         eta, steps, newton = schedule(net, sched)
-        m = train_ensemble(net, X_TRAIN, Y_TRAIN, X_TEST, networks, seed, eta=eta, steps=steps,
+        m = train_ensemble(net, X_TRAIN, y, X_TEST, networks, seed, eta=eta, steps=steps,
                            newton=newton, groups=40).mean
-        p = finite_width_mean(net, X_TRAIN, Y_TRAIN, X_TEST, eta=eta, steps=steps, newton=newton)
+        parts = ("H1", "NTK-fluct") if build is last_layer_net else ("H1", "NTK-fluct", "dNTK", "ddNTK")
+        p = finite_width_mean(net, X_TRAIN, y, X_TEST, eta=eta, steps=steps, newton=newton, parts=parts)
         val, err = np.asarray(m.mean).reshape(-1), np.asarray(m.stderr).reshape(-1)
         rows.append((n, n * (val - p.infinite), n * (val - p.total), n * err))
     return rows
@@ -104,11 +123,12 @@ def sweep(act, sched, widths, networks, seed=1):
 @pytest.mark.parametrize("act", ["relu", "tanh"])
 @pytest.mark.parametrize("depth", [2, 3])
 def test_training_inputs_fit_exactly(act, depth):
-    """At t = ∞ (or one Newton step) the prediction on the training inputs is y exactly, and every
-    1/n part vanishes there (f(H) = H_AA H_AA⁻¹ y = y for every H)."""
+    """At t = ∞ (or one Newton step) the frozen-NTK prediction on the training inputs is y exactly, and
+    its 1/n parts vanish there (f(H) = H_AA H_AA⁻¹ y = y for every H). The moving parts: see
+    tests/theory/test_finite_width_dynamics.py."""
     net = MLP(N0, 16, depth, act, C_b=0.1, C_W=CW[act], lambda_b=0.5, lambda_W=1.0, output_dim=1)
     for kw in (dict(newton=True), dict(steps=None)):
-        p = finite_width_mean(net, X_TRAIN, Y_TRAIN, X_TRAIN, **kw)
+        p = finite_width_mean(net, X_TRAIN, Y_TRAIN, X_TRAIN, parts=("H1", "NTK-fluct"), **kw)
         np.testing.assert_allclose(p.infinite, Y_TRAIN, rtol=1e-12, atol=1e-12)
         for k, c in p.parts.items():
             np.testing.assert_allclose(c, 0.0, atol=1e-6 * Y_SCALE, err_msg=k)
@@ -182,6 +202,49 @@ def test_finite_width_mean_twin(act, sched):
         assert abs(a_fw) < 4 * sa_fw, (act, sched, j, a_fw, sa_fw, rows)
         if j == 0:  # the first test point carries the large effect in every config
             assert abs(a_inf) > 5 * sa_inf, (act, sched, j, a_inf, sa_inf, rows)
+
+
+# ---------------------------------------------------------------------------------------------
+# all layers training: the NTK moves, the dNTK and ddNTK parts are needed
+
+Y_ALL = 0.4 * Y_TRAIN  # targets × 2: the ddNTK part grows as y³, and so do the O(1/n²) terms
+if SLOW == "reduced":
+    ALL_CONFIGS = {("tanh", "newton"): ([32, 64, 128], 100000)}
+else:
+    ALL_CONFIGS = {("tanh", "newton"): ([32, 64, 128, 256], 100000),
+                   ("tanh", "gd16"): ([32, 64, 128, 256], 100000)}
+
+
+def _intercepts(rows, j):
+    """(a_fw, σ, χ²), (a_inf, σ, χ²) of n·Δ = a + b/√n (see the module docstring for why √n)."""
+    ns = [r[0] for r in rows]
+    s = [r[3][j] for r in rows]
+    return (fit_intercept(ns, [r[2][j] for r in rows], s, 0.5),
+            fit_intercept(ns, [r[1][j] for r in rows], s, 0.5))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("act,sched", sorted(ALL_CONFIGS))
+def test_finite_width_mean_twin_all_layers(act, sched):
+    """All layers training (depth 2, widths 32–256): n·(measured − prediction) = a + b/√n has a = 0
+    within 4σ_a with the dNTK/ddNTK parts, while the infinite-width prediction leaves |a| > 4σ_a."""
+    widths, networks = ALL_CONFIGS[act, sched]
+    rows = sweep(act, sched, widths, networks, build=all_layers_net, y=Y_ALL)
+    (a_fw, sa_fw, _), (a_inf, sa_inf, _) = _intercepts(rows, 0)
+    assert abs(a_fw) < 4 * sa_fw, (act, sched, a_fw, sa_fw, rows)
+    assert abs(a_inf) > 4 * sa_inf, (act, sched, a_inf, sa_inf, rows)
+    (a_fw1, sa_fw1, _), _ = _intercepts(rows, 1)
+    assert abs(a_fw1) < 4 * sa_fw1, (act, sched, a_fw1, sa_fw1, rows)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(SLOW != "full", reason="full sweep only (PDLT_SLOW=full)")
+@pytest.mark.xfail(strict=True, reason="ReLU: the a.e. convention misses the kink crossings of a finite "
+                   "step (an O(1/n) effect); the prediction removes about half of the 1/n shift, not all")
+def test_finite_width_mean_twin_all_layers_relu():
+    rows = sweep("relu", "newton", [32, 64, 128], 100000, build=all_layers_net)
+    (a_fw, sa_fw, _), _ = _intercepts(rows, 0)
+    assert abs(a_fw) < 4 * sa_fw, (a_fw, sa_fw, rows)
 
 
 if __name__ == "__main__":  # a measurement report: python tests/test_finite_width_twin.py

@@ -52,7 +52,16 @@ integrates exactly (d = n_L N_A). No closed form is transcribed: the sheet's §9
 (S5, signs unverified) is the t = ∞ limit of the same dynamics. Terms mixing ΔĤ with dĤ have zero
 or O(1/n²) mean (dĤ is odd under W^{(L)} → −W^{(L)}, ΔĤ even), so the two groups add.
 
-Twin: ``tests/test_finite_width_twin.py`` (width sweeps of trained ensembles, all layers training).
+Checks. The dynamics, run on one real network's own z(0), Ĥ, dĤ, dd_IĤ, dd_IIĤ, reproduces its
+actual training with an O(η⁴) error (``tests/theory/test_finite_width_dynamics.py``); the mean
+method equals brute-force Gauss–Hermite quadrature with finite differences. Twin
+(``tests/test_finite_width_twin.py``, all layers training, depth 2, widths 32–256): for tanh, one
+Newton step and 16 gradient-descent steps, n·(measured − prediction) extrapolates to 0 (e.g.
+0.00 ± 0.10 against 0.60 ± 0.10 for m^∞ alone; numbers in the test module), the residual falling
+like n^{-3/2} for gradient descent (an order we have not derived). **ReLU is not predicted
+completely**: with the a.e. convention (σ″ = 0 per network) the kink crossings of a finite step are
+missing, an O(1/n) effect; the prediction removes about half of the measured 1/n shift.
+Not done: the O(1/n) covariance of the trained outputs, and the sheet's closed-form Z tensors.
 """
 
 from __future__ import annotations
