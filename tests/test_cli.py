@@ -339,7 +339,8 @@ def test_train_predict_help():
     result = run("train-predict", "--help")
     assert result.exit_code == 0, result.output
     for option in ("--activation", "--depth", "--width", "--C-W", "--lambda-b", "--lambda-W", "--data",
-                   "--data-seed", "--eta", "--steps", "--newton", "--networks", "--seed", "--plot", "--json"):
+                   "--data-seed", "--eta", "--steps", "--newton", "--finite-width", "--networks", "--seed", "--plot",
+                   "--json"):
         assert option in result.output
 
 
@@ -359,6 +360,24 @@ def test_train_predict_json(tmp_path):
     assert path.is_file() and doc["plot"] == str(path)
     # a wrong comparison is reported, not an error: the theory mean is what the rows were judged against
     np.testing.assert_allclose([r["theory_mean"] for r in doc["rows"]], doc["theory"]["mean"])
+
+
+def test_train_predict_finite_width_column():
+    """--finite-width adds the O(1/n) mean of pdlt.theory.finite_width_mean, the same numbers."""
+    from pdlt import MLP
+    from pdlt.theory.finite_width import finite_width_mean
+
+    result = run("train-predict", "--width", "32", "--networks", "20", "--newton", "--data", "synthetic:3,2",
+                 "--finite-width", "--json")
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    d = doc["data"]
+    net = MLP(len(d["X_train"][0]), 32, 2, "tanh", C_b=0.0, C_W=1.0, lambda_b=0.5, lambda_W=1.0, output_dim=1)
+    want = finite_width_mean(net, d["X_train"], d["y_train"], d["X_test"], newton=True).total
+    np.testing.assert_allclose([r["finite_width_mean"] for r in doc["rows"]], want, rtol=1e-10)
+    table = run("train-predict", "--width", "32", "--networks", "20", "--newton", "--data", "synthetic:3,2",
+                "--finite-width")
+    assert table.exit_code == 0 and "mean 1/n" in table.output
 
 
 def test_train_predict_newton_relu_table():

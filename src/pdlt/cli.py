@@ -745,6 +745,10 @@ def train_predict(
     newton: Annotated[bool, typer.Option(
         "--newton", help="One Newton step instead (matrix learning rate Ĥ_AA⁻¹; at infinite width the "
                          "fully trained t = ∞ network).", rich_help_panel=_TRAIN)] = False,
+    finite_width: Annotated[bool, typer.Option(
+        "--finite-width", help="Also the O(1/n) trained mean (Ch. ∞: H¹, NTK fluctuations, dNTK, ddNTK; "
+                               "pdlt.theory.finite_width_mean). Costly for many inputs; tanh-like activations "
+                               "verified, ReLU only about half (kinks).", rich_help_panel=_TRAIN)] = False,
     networks: Annotated[int, typer.Option(help="Networks trained.", rich_help_panel=_MC)] = 500,
     seed: Seed = 0,
     plot: Annotated[str | None, typer.Option(
@@ -798,6 +802,10 @@ def train_predict(
         run = dict(eta=eta, steps=steps)
     m = train_ensemble(net, XA, yA, XB, networks, seed, y_test=yB, groups=max(2, min(20, networks)),
                        progress=False if json_ else None, **run)
+    fw = None
+    if finite_width:
+        from .theory.finite_width import finite_width_mean
+        fw = finite_width_mean(net, XA, yA, XB, **run).total
     allow = TRAIN_ALLOW / width
     z_mean = np.atleast_1d(m.mean.z_score(th.mean, allow))
     z_var = np.atleast_1d(m.variance.z_score(th.variance, allow))
@@ -819,6 +827,7 @@ def train_predict(
                  "mean_stderr": m.mean.stderr[b], "z_mean": z_mean[b], "theory_variance": th.variance[b],
                  "measured_variance": m.variance.mean[b], "variance_stderr": m.variance.stderr[b],
                  "z_variance": z_var[b], "ok": bool(abs(z_mean[b]) <= k and abs(z_var[b]) <= k)}
+                | ({} if fw is None else {"finite_width_mean": fw[b]})
                 for b in range(len(yB))]
         _emit_json({"net": net.to_dict(), "data": {"spec": data, "description": desc, "seed": data_seed,
                                                    "X_train": XA, "y_train": yA, "X_test": XB, "y_test": yB},
@@ -839,10 +848,13 @@ def train_predict(
     console.print(Text(f"{how}; {m.networks} networks, seed {m.seed}", style="dim"))
     table = Table(title=Text(f"trained output per test input: theory (n = ∞) vs measured (n = {width})"),
                   box=box.SIMPLE_HEAD, padding=(0, 0), pad_edge=False)
-    for col in ("#", "y", "mean th.", "mean meas.", "z", "var th.", "var meas.", "z"):
+    cols = ("#", "y", "mean th.") + (() if fw is None else ("mean 1/n",)) + (
+        "mean meas.", "z", "var th.", "var meas.", "z")
+    for col in cols:
         table.add_column(col, justify="right", no_wrap=True)
     for b in range(len(yB)):
-        table.add_row(str(b), _g(yB[b]), _g(th.mean[b]), _pm1(m.mean.mean[b], m.mean.stderr[b]), _zk(z_mean[b], k),
+        table.add_row(str(b), _g(yB[b]), _g(th.mean[b]), *(() if fw is None else (_g(fw[b]),)),
+                      _pm1(m.mean.mean[b], m.mean.stderr[b]), _zk(z_mean[b], k),
                       _g(th.variance[b]), _pm1(m.variance.mean[b], m.variance.stderr[b]), _zk(z_var[b], k))
     console.print(table)
     extra = Table(box=box.SIMPLE_HEAD, padding=(0, 0), pad_edge=False)
