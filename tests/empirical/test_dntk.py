@@ -286,3 +286,19 @@ def test_validation_and_small_widths():
     params = ntk.sample_parameters(net, 0, 0, 2, depth=1)
     with pytest.raises(ValueError, match="params hold 1 layers"):
         dntk.forward_dntk(net, X, params, [2])
+
+
+def test_checkpoint_resume_is_identical(tmp_path):
+    """Shard checkpoints: a rerun after losing a shard gives bitwise the uninterrupted numbers."""
+    import os
+
+    net = MLP(widths=[2, 4, 3], activation="tanh", C_b=0.1, C_W=1.2, lambda_b=0.5, lambda_W=1.0)
+    X = np.array([[0.3, -1.0], [1.2, 0.4]])
+    ref = dntk.measure_dntk(net, X, 12, seed=2, groups=4)
+    ckpt = tmp_path / "d"
+    dntk.measure_dntk(net, X, 12, seed=2, groups=4, shard_size=5, checkpoint=ckpt)
+    os.remove(ckpt / "shard-000001.npz")
+    again = dntk.measure_dntk(net, X, 12, seed=2, groups=4, shard_size=5, checkpoint=ckpt)
+    for f in ("P", "Q", "R", "S", "T", "U"):
+        np.testing.assert_array_equal(getattr(ref.layer(2), f).mean, getattr(again.layer(2), f).mean)
+        np.testing.assert_array_equal(getattr(ref.layer(2), f).stderr, getattr(again.layer(2), f).stderr)

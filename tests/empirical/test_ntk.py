@@ -115,6 +115,31 @@ def _combined(m, l, name):
     return m.layer(l)[name]
 
 
+def test_checkpoint_resume_is_identical(tmp_path, monkeypatch):
+    """A killed run (shards missing) resumes from the saved shards: identical numbers, only the
+    missing shards recomputed; a different measurement in the same directory is refused."""
+    import os
+
+    net = MLP(widths=[2, 5, 4], activation="tanh", C_b=0.1, C_W=1.5, lambda_b=0.4, lambda_W=1.2)
+    X = np.array([[0.3, -1.0], [1.2, 0.4]])
+    ref = ntk.measure_ntk(net, X, 30, seed=3, groups=5)
+    ckpt = tmp_path / "ntk"
+    ntk.measure_ntk(net, X, 30, seed=3, groups=5, shard_size=7, checkpoint=ckpt)
+    assert sorted(os.listdir(ckpt)) == ["manifest.json"] + [f"shard-{s:06d}.npz" for s in range(5)]
+    os.remove(ckpt / "shard-000002.npz")
+    calls = []
+    real = ntk.sample_parameters
+    monkeypatch.setattr(ntk, "sample_parameters", lambda *a, **k: calls.append(a[2]) or real(*a, **k))
+    resumed = ntk.measure_ntk(net, X, 30, seed=3, groups=5, shard_size=7, checkpoint=ckpt)
+    assert calls == [14]
+    for l in (1, 2):
+        for name in ("Theta", "A", "B", "D", "F"):
+            np.testing.assert_array_equal(ref.layer(l)[name].mean, resumed.layer(l)[name].mean)
+            np.testing.assert_array_equal(ref.layer(l)[name].stderr, resumed.layer(l)[name].stderr)
+    with pytest.raises(ValueError, match="different measurement.*seed"):
+        ntk.measure_ntk(net, X, 30, seed=4, groups=5, shard_size=7, checkpoint=ckpt)
+
+
 def test_relu_lambda_W_only_matches_sheet_table():
     """Sheet §5 MC table: ReLU, C_W = 2, L = 3, λ_W only, n = 256: A+2B ≈ 6.444, B ≈ 1.111, A ≈ 4.222,
     D ≈ 6.0, D + 2F ≈ 10 (normalized by Θ² and KΘ). Also the exact layer-2 values."""

@@ -739,13 +739,14 @@ def default_dntk_shard_size(net: MLP, N: int, max_layer: int, networks: int, ddn
 
 def measure_dntk(net: MLP, X, networks: int = 1000, seed: int = 0, *, layers=None, groups: int = 32,
                  shard_size: int | None = None, progress: bool | None = None,
-                 ddntk: bool = True) -> DNTKMeasurement:
+                 ddntk: bool = True, checkpoint=None) -> DNTKMeasurement:
     """Measure the dNTK statistics P, Q and (``ddntk=True``) the ddNTK statistics R, S, T, U.
 
     The networks are those of :func:`~pdlt.empirical.measure_ntk` with the same seed (``Theta`` and
     ``G`` agree bitwise); estimators and index layouts are in the module docstring. ``layers``:
     layers to report (default all; the recursions always run from layer 1). ``groups``: jackknife
-    groups. Results are bitwise independent of ``shard_size``. Returns a :class:`DNTKMeasurement`.
+    groups. Results are bitwise independent of ``shard_size``. ``checkpoint``: a directory for
+    shard-level resume (as :func:`~pdlt.empirical.measure_ntk`). Returns a :class:`DNTKMeasurement`.
     Cost per network and layer O(N³ n⁴) (dNTK) plus O(N⁴ n⁵) (ddNTKs), N inputs, width n.
     """
     if not isinstance(net, MLP):
@@ -764,41 +765,40 @@ def measure_dntk(net: MLP, X, networks: int = 1000, seed: int = 0, *, layers=Non
     shapes.update({k: (N,) * 4 for k in names if k not in shapes})
     sums = {(l, k): np.zeros((G,) + shapes[k]) for l in chosen for k in names}
     starts = engine._group_starts(E, G)
+    store = engine._estimator_checkpoint(checkpoint, "measure_dntk", net, X, E, seed, shard, G, chosen, names)
+
+    def accumulate(a, b, gid, segments):
+        params = sample_parameters(net, seed, a, b, chosen[-1])
+        feats: dict = {}
+        steps: dict = {}
+        with np.errstate(all="ignore"):
+            for l, zt, Hp, dH, st in _first_pass(params, X, chosen[-1], ddntk):
+                if not (np.isfinite(zt).all() and np.isfinite(Hp).all()):
+                    raise engine.PreactivationOverflowError(
+                        f"non-finite preactivations or NTK at layer {l}; lower C_W, λ or the depth")
+                if st is not None:
+                    steps[l] = st
+                if l in chosen:
+                    feats[l] = _features_d(zt, Hp, dH, N)
+            if ddntk:
+                fill = {l: feats[l] if net.n(l) >= 2 else None for l in chosen}
+                for l in chosen:
+                    for k in _FEATURES_DD:
+                        feats[l][k] = np.zeros((b - a, N, N, N, N))
+                _dd_features(steps, N, chosen, chosen[-1], fill)
+            del steps
+        for l in chosen:
+            for k, F in feats[l].items():
+                if not np.isfinite(F).all():
+                    raise engine.PreactivationOverflowError(
+                        f"non-finite dNTK feature {k} at layer {l}; lower C_W, λ or the depth")
+                acc = sums[(l, k)]
+                for lo, hi in segments:
+                    acc[gid[lo]] = engine._ordered_add(acc[gid[lo]], F[lo:hi])
+
     show = (E * chosen[-1] >= 200 and sys.stderr.isatty()) if progress is None else bool(progress)
     with engine._progress_bar(show, E, f"dNTK: {E} networks, depth {chosen[-1]}") as bar:
-        for a in range(0, E, shard):
-            b = min(a + shard, E)
-            gid = np.searchsorted(starts, np.arange(a, b), side="right") - 1
-            cuts = np.flatnonzero(np.diff(gid)) + 1
-            segments = list(zip(np.concatenate(([0], cuts)), np.concatenate((cuts, [b - a]))))
-            params = sample_parameters(net, seed, a, b, chosen[-1])
-            feats: dict = {}
-            steps: dict = {}
-            with np.errstate(all="ignore"):
-                for l, zt, Hp, dH, st in _first_pass(params, X, chosen[-1], ddntk):
-                    if not (np.isfinite(zt).all() and np.isfinite(Hp).all()):
-                        raise engine.PreactivationOverflowError(
-                            f"non-finite preactivations or NTK at layer {l}; lower C_W, λ or the depth")
-                    if st is not None:
-                        steps[l] = st
-                    if l in chosen:
-                        feats[l] = _features_d(zt, Hp, dH, N)
-                if ddntk:
-                    fill = {l: feats[l] if net.n(l) >= 2 else None for l in chosen}
-                    for l in chosen:
-                        for k in _FEATURES_DD:
-                            feats[l][k] = np.zeros((b - a, N, N, N, N))
-                    _dd_features(steps, N, chosen, chosen[-1], fill)
-                del steps
-            for l in chosen:
-                for k, F in feats[l].items():
-                    if not np.isfinite(F).all():
-                        raise engine.PreactivationOverflowError(
-                            f"non-finite dNTK feature {k} at layer {l}; lower C_W, λ or the depth")
-                    acc = sums[(l, k)]
-                    for lo, hi in segments:
-                        acc[gid[lo]] = engine._ordered_add(acc[gid[lo]], F[lo:hi])
-            bar.advance(b - a)
+        engine._shard_loop(E, shard, starts, sums, store, bar, accumulate)
     acc = engine.Accumulation(net, X, E, seed, G, "naive", "numpy", "cpu", shard, chosen,
                               tuple(_Name(k) for k in names), sums, np.diff(starts))
     return DNTKMeasurement(acc, ddntk)

@@ -583,6 +583,34 @@ def _shard_segments(starts: np.ndarray, a: int, b: int) -> tuple[np.ndarray, lis
     return gid, list(zip(np.concatenate(([0], cuts)), np.concatenate((cuts, [b - a]))))
 
 
+def _shard_loop(E: int, shard: int, starts: np.ndarray, sums: dict, store, bar,
+                accumulate: Callable[[int, int, np.ndarray, list], None]) -> None:
+    """Shards 0, 1, … of networks [a, b) in order: restored from ``store`` (a :class:`_Checkpoint` or
+    None) when saved, else ``accumulate(a, b, gid, segments)`` adds them into ``sums`` and the shard's
+    group sums are saved. Every estimator streams its ensemble through this one loop."""
+    for s, a in enumerate(range(0, E, shard)):
+        b = min(a + shard, E)
+        gid, segments = _shard_segments(starts, a, b)
+        g_lo, g_hi = int(gid[0]), int(gid[-1])
+        header = np.array([s, a, b, g_lo, g_hi], dtype=np.int64)
+        if store is None or not store.load(s, header, sums, g_lo, g_hi):
+            accumulate(a, b, gid, segments)
+            if store is not None:
+                store.save(s, header, sums, g_lo, g_hi)
+        bar.advance(b - a)
+
+
+def _estimator_checkpoint(checkpoint, estimator: str, net: MLP, X: np.ndarray, E: int, seed: int, shard: int,
+                          G: int, chosen, features) -> _Checkpoint | None:
+    """The checkpoint store of a per-network estimator (measure_ntk, measure_dntk), or None."""
+    if checkpoint is None:
+        return None
+    return _Checkpoint(checkpoint, {
+        "format": _CHECKPOINT_FORMAT, "measurement": estimator, "net": net.to_dict(), "X_sha256": _x_digest(X),
+        "X_shape": list(X.shape), "networks": E, "seed": seed, "shard_size": shard, "groups": G,
+        "layers": list(chosen), "features": list(features)})
+
+
 def _shard_features(net: MLP, X: np.ndarray, be: Backend, method: str, seed: int, a: int, b: int,
                     chosen: Sequence[int], feats: Sequence, shapes: dict
                     ) -> Iterator[tuple[int, str, np.ndarray]]:
@@ -863,14 +891,7 @@ def accumulate(net: MLP, X, features: Iterable, networks: int = 1000, seed: int 
                             starts)
             distributed.run_shards(scheduler, job, E, shard, sums, store, bar)
         else:
-            for s, a in enumerate(range(0, E, shard)):
-                b = min(a + shard, E)
-                gid, segments = _shard_segments(starts, a, b)
-                g_lo, g_hi = int(gid[0]), int(gid[-1])
-                header = np.array([s, a, b, g_lo, g_hi], dtype=np.int64)
-                if store is not None and store.load(s, header, sums, g_lo, g_hi):
-                    bar.advance(b - a)
-                    continue
+            def accumulate(a, b, gid, segments):
                 with np.errstate(all="ignore"):  # overflow is detected and reported per layer below
                     for l, name, F in _shard_features(net, X, be, cfg["method"], cfg["seed"], a, b, chosen,
                                                       feats, shapes):
@@ -878,9 +899,7 @@ def accumulate(net: MLP, X, features: Iterable, networks: int = 1000, seed: int 
                         for lo, hi in segments:
                             g = gid[lo]
                             acc[g] = _ordered_add(acc[g], F[lo:hi])
-                if store is not None:
-                    store.save(s, header, sums, g_lo, g_hi)
-                bar.advance(b - a)
+            _shard_loop(E, shard, starts, sums, store, bar, accumulate)
     counts = np.diff(starts)
     return Accumulation(net, X, E, cfg["seed"], G, cfg["method"], be.name, be.device, shard, chosen,
                         feats, sums, counts)

@@ -393,13 +393,15 @@ def default_ntk_shard_size(net: MLP, N: int, max_layer: int, networks: int) -> i
 
 
 def measure_ntk(net: MLP, X, networks: int = 1000, seed: int = 0, *, layers=None, groups: int = 32,
-                shard_size: int | None = None, progress: bool | None = None) -> NTKMeasurement:
+                shard_size: int | None = None, progress: bool | None = None, checkpoint=None) -> NTKMeasurement:
     """Measure the NTK mean Θ (= H) and the fluctuation tensors A, B, D, F on an ensemble of networks.
 
     The networks are those of ``pdlt.measure(net, X, networks, seed, method="naive")``; the
     estimators and index layouts are in the module docstring. ``layers``: layers to report (default
     all; the recursion always runs from layer 1). ``groups``: jackknife groups. Results are bitwise
-    independent of ``shard_size``. Returns an :class:`NTKMeasurement`.
+    independent of ``shard_size``. ``checkpoint``: a directory; finished shards are saved there
+    atomically and skipped on a rerun (the engine's format, :func:`pdlt.measure`), so an interrupted
+    run resumes with identical numbers. Returns an :class:`NTKMeasurement`.
     Cost O(N² n³) per layer and network (N inputs, width n), plus O(N⁴ n²) per measured layer.
     """
     if not isinstance(net, MLP):
@@ -414,26 +416,25 @@ def measure_ntk(net: MLP, X, networks: int = 1000, seed: int = 0, *, layers=None
     shapes.update({k: (N,) * 4 for k in _FEATURES if k not in shapes})
     sums = {(l, k): np.zeros((G,) + shapes[k]) for l in chosen for k in _FEATURES}
     starts = engine._group_starts(E, G)
+    store = engine._estimator_checkpoint(checkpoint, "measure_ntk", net, X, E, seed, shard, G, chosen, _FEATURES)
+
+    def accumulate(a, b, gid, segments):
+        params = sample_parameters(net, seed, a, b, chosen[-1])
+        with np.errstate(all="ignore"):
+            for l, zt, Hp in _forward_stream(params, X, chosen[-1]):
+                if not (np.isfinite(zt).all() and np.isfinite(Hp).all()):
+                    raise engine.PreactivationOverflowError(
+                        f"non-finite preactivations or NTK at layer {l}; lower C_W, λ or the depth")
+                if l not in chosen:
+                    continue
+                for k, F in _features(zt, Hp, N).items():
+                    acc = sums[(l, k)]
+                    for lo, hi in segments:
+                        acc[gid[lo]] = engine._ordered_add(acc[gid[lo]], F[lo:hi])
+
     show = (E * chosen[-1] >= 2000 and __import__("sys").stderr.isatty()) if progress is None else bool(progress)
     with engine._progress_bar(show, E, f"NTK: {E} networks, depth {chosen[-1]}") as bar:
-        for a in range(0, E, shard):
-            b = min(a + shard, E)
-            gid = np.searchsorted(starts, np.arange(a, b), side="right") - 1
-            cuts = np.flatnonzero(np.diff(gid)) + 1
-            segments = list(zip(np.concatenate(([0], cuts)), np.concatenate((cuts, [b - a]))))
-            params = sample_parameters(net, seed, a, b, chosen[-1])
-            with np.errstate(all="ignore"):
-                for l, zt, Hp in _forward_stream(params, X, chosen[-1]):
-                    if not (np.isfinite(zt).all() and np.isfinite(Hp).all()):
-                        raise engine.PreactivationOverflowError(
-                            f"non-finite preactivations or NTK at layer {l}; lower C_W, λ or the depth")
-                    if l not in chosen:
-                        continue
-                    for k, F in _features(zt, Hp, N).items():
-                        acc = sums[(l, k)]
-                        for lo, hi in segments:
-                            acc[gid[lo]] = engine._ordered_add(acc[gid[lo]], F[lo:hi])
-            bar.advance(b - a)
+        engine._shard_loop(E, shard, starts, sums, store, bar, accumulate)
     acc = engine.Accumulation(net, X, E, seed, G, "naive", "numpy", "cpu", shard, chosen,
                               tuple(_Name(k) for k in _FEATURES), sums, np.diff(starts))
     return NTKMeasurement(acc)

@@ -329,7 +329,8 @@ def ntk(ctx):
         th = pdlt.theory(net, X, ntk=True)
 
         def compute(net=net, seed=seed):
-            m = measure_ntk(net, X, s["networks"], seed=seed, groups=s["groups"], progress=False)
+            m = measure_ntk(net, X, s["networks"], seed=seed, groups=s["groups"], progress=False,
+                            shard_size=_shard(s["networks"]), checkpoint=ctx.checkpoint(label))
             return pack_estimates(m, names, m.layers)
         m = Measured(net, ctx.part(label, compute), names)
         comps = compare(th, m, names=list(_NTK_NAMES))
@@ -821,8 +822,9 @@ def dntk(ctx):
             key = f"{label} n={n}"
             ctx.status(key)
 
-            def compute(net=net, X=X, E=E, seed=seed):
-                m = measure_dntk(net, X, E, seed=seed, layers=[L], groups=s["groups"], progress=False, ddntk=True)
+            def compute(net=net, X=X, E=E, seed=seed, key=key):
+                m = measure_dntk(net, X, E, seed=seed, layers=[L], groups=s["groups"], progress=False, ddntk=True,
+                                 shard_size=_shard(E), checkpoint=ctx.checkpoint(key))
                 return pack_estimates(m, fields, [L])
             m = Measured(net, ctx.part(key, compute), fields).layer(L)
             for f in fields:
