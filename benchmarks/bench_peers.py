@@ -4,9 +4,10 @@ Run ``python benchmarks/bench_peers.py [--nt-python PATH] [--quick] [--json]``. 
 wall times depend on the machine and its load, so they are printed as times and *ratios*.
 
 What is timed (issue 7): the output-layer NNGP kernel K^{(L)} and NTK mean Θ^{(L)} of a depth-10
-network on N random inputs of dimension n_0 = 10 (float64, CPU), for ReLU and erf (closed-form
-Gaussian moments in both libraries) and GELU (pdlt: 2-D polar quadrature per pair; neural-tangents:
-its closed form for the exact GELU). pdlt uses the K/Θ-only pairwise path
+network on N random inputs of dimension n_0 = 10 (float64, CPU), for ReLU, erf and the exact GELU
+(closed-form Gaussian moments in both libraries), and SWISH σ(z) = z·sigmoid(z), a quadrature
+activation in both (pdlt: its 2-D polar rule per pair; neural-tangents: ``ElementwiseNumerical``,
+Gauss–Hermite of degree 25). pdlt uses the K/Θ-only pairwise path
 :func:`pdlt.theory.bayes.kernel_blocks` (``ntk=True``), never ``pdlt.theory`` (which also builds
 N⁴ vertex tensors). neural-tangents runs ``stax.serial(Dense(W_std, b_std, parameterization='ntk'),
 act(), ..., Dense)`` and ``kernel_fn(X, None, ('nngp', 'ntk'))`` with x64 enabled.
@@ -21,9 +22,11 @@ with ``allow_pickle=False``. The worker reports the JAX import time, the first `
 (tracing and per-op compilation included), a warm second call, and a ``jax.jit``-compiled call
 (first = compile + run, then warm).
 
-Default sizes: N = 1000 for ReLU and erf; GELU at a smaller N (``--n-quad``, default 100) since
-pdlt's per-pair quadrature costs ~10³ times a closed form; its time at N = 1000 is extrapolated by
-the pair count (N(N−1)/2), marked ``*``. ``--quick``: N = 300 and 40.
+Default sizes: N = 1000 for ReLU, erf and GELU; SWISH at a smaller N (``--n-quad``, default 100), both
+libraries on the same inputs, since per-pair quadrature costs ~10³ times a closed form; pdlt's time
+at N = 1000 is extrapolated by the pair count (N(N−1)/2), marked ``*``. ``--quick``: N = 300 and 40.
+For ReLU the benchmark also checks the diagonal of Θ against the exact scalar recursion (both
+libraries), since that is where they differ.
 """
 
 from __future__ import annotations
@@ -42,8 +45,11 @@ import numpy as np
 N0, DEPTH = 10, 10
 AGREE = 1e-8
 TARGET = 1.0
+NT_DEG = 25   # neural-tangents' ElementwiseNumerical degree ("a good place to start", its docstring)
 # (pdlt registry name, neural-tangents stax layer, C_b, C_W)
-CASES = [("relu", "Relu", 0.1, 2.0), ("erf", "Erf", 0.2, 1.5), ("gelu", "Gelu", 0.1, 1.8)]
+CASES = [("relu", "Relu", 0.1, 2.0), ("erf", "Erf", 0.2, 1.5), ("gelu", "Gelu", 0.1, 1.8),
+         ("swish", f"Numerical{NT_DEG}", 0.1, 1.8)]
+QUADRATURE = {"swish"}   # no closed form in either library: pdlt's 2-D polar rule, NT's Gauss–Hermite
 
 
 # ------------------------------------------------------------------------ neural-tangents side
@@ -55,7 +61,11 @@ def nt_worker(src: str, dst: str) -> None:
     t_import = time.perf_counter() - t0
     X = np.load(src + ".X.npy", allow_pickle=False)
     spec = json.load(open(src + ".json"))
-    act = getattr(stax, spec["layer"])
+    if spec["layer"].startswith("Numerical"):
+        deg = int(spec["layer"][len("Numerical"):])
+        act = lambda: stax.ElementwiseNumerical(fn=lambda x: x * jax.nn.sigmoid(x), deg=deg)  # noqa: E731
+    else:
+        act = getattr(stax, spec["layer"])
     kw = {"approximate": False} if spec["layer"] == "Gelu" else {}
     dense = lambda: stax.Dense(512, W_std=spec["C_W"] ** 0.5, b_std=spec["C_b"] ** 0.5,  # noqa: E731
                                parameterization="ntk")
@@ -126,6 +136,16 @@ def rel(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.max(np.abs(a - b)) / np.max(np.abs(b)))
 
 
+def relu_exact_diagonal(X: np.ndarray, C_b: float, C_W: float) -> np.ndarray:
+    """Θ^{(L)}_{αα} of ReLU from the scalar recursion, independent of both libraries:
+    K' = C_b + C_W K/2, Θ' = λ_b + λ_W K/2 + C_W Θ/2 (⟨σ²⟩ = K/2, ⟨σ'²⟩ = 1/2), λ = C."""
+    K = C_b + C_W * np.einsum("ij,ij->i", X, X) / X.shape[1]
+    T = K.copy()
+    for _ in range(DEPTH - 1):
+        K, T = C_b + C_W * K / 2, C_b + C_W * K / 2 + C_W * T / 2
+    return T
+
+
 def row(act, layer, C_b, C_W, N, N_target, nt_python, tmp, log) -> dict:
     X = np.random.default_rng(0).standard_normal((N, N0))
     log(f"  {act}: pdlt on N = {N} ...")
@@ -141,7 +161,13 @@ def row(act, layer, C_b, C_W, N, N_target, nt_python, tmp, log) -> dict:
         r["ratio_jit_warm"] = info["jit_warm"] / t_p
         r["ratio_first"] = info["first"] / t_p
         r["K_rel_diff"], r["Theta_rel_diff"] = rel(K, Kn), rel(T, Tn)
+        off = ~np.eye(N, dtype=bool)
+        r["Theta_rel_diff_offdiag"] = float(np.max(np.abs(T - Tn)[off]) / np.max(np.abs(Tn)))
         r["agree"] = max(r["K_rel_diff"], r["Theta_rel_diff"]) <= AGREE
+        if act == "relu":  # which side is off on the diagonal (arccos near ρ = 1 amplifies rounding)
+            exact = relu_exact_diagonal(X, C_b, C_W)
+            r["Theta_diag_rel_err_pdlt"] = rel(np.diag(T), exact)
+            r["Theta_diag_rel_err_nt"] = rel(np.diag(Tn), exact)
     return r
 
 
@@ -179,6 +205,11 @@ def report(doc: dict) -> None:
           f"(not the import); NT jit1 = jit compile + first run. '*': pdlt time extrapolated to "
           f"N = {doc['N_target']} by the pair count N(N−1)/2. pdlt runs single-threaded numpy "
           f"(elementwise over pairs); XLA uses its own CPU thread pool.")
+    for r in doc["rows"]:
+        if "Theta_diag_rel_err_nt" in r:
+            print(f"{r['activation']}: Θ off the diagonal agrees to {r['Theta_rel_diff_offdiag']:.1e}; on the diagonal, "
+                  f"against the exact scalar recursion, pdlt is off by {r['Theta_diag_rel_err_pdlt']:.1e} and "
+                  f"neural-tangents by {r['Theta_diag_rel_err_nt']:.1e} (its arccos at ρ = 1).")
     print(f"\ntotal {doc['total_seconds']:.0f} s")
 
 
@@ -190,8 +221,8 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--nt-python", default=os.environ.get("PDLT_NT_PYTHON"),
                    help="python of a neural-tangents environment (default $PDLT_NT_PYTHON)")
-    p.add_argument("--n", type=int, default=None, help="inputs for ReLU and erf (default 1000; --quick 300)")
-    p.add_argument("--n-quad", type=int, default=None, help="inputs for GELU (default 100; --quick 40)")
+    p.add_argument("--n", type=int, default=None, help="inputs for ReLU, erf, GELU (default 1000; --quick 300)")
+    p.add_argument("--n-quad", type=int, default=None, help="inputs for SWISH (default 100; --quick 40)")
     p.add_argument("--quick", action="store_true", help="smaller N (≈ 1 min)")
     p.add_argument("--json", action="store_true", help="print one JSON document only")
     a = p.parse_args(argv)
@@ -202,7 +233,7 @@ def main(argv=None) -> None:
     doc = {"machine": machine(), "depth": DEPTH, "n0": N0, "N_target": N, "cases": CASES}
     log(f"running (N = {N} closed form, {Nq} quadrature; neural-tangents: {a.nt_python or 'none'}) ...")
     with tempfile.TemporaryDirectory() as tmp:
-        doc["rows"] = [row(act, layer, C_b, C_W, Nq if act == "gelu" else N, N, a.nt_python, tmp, log)
+        doc["rows"] = [row(act, layer, C_b, C_W, Nq if act in QUADRATURE else N, N, a.nt_python, tmp, log)
                        for act, layer, C_b, C_W in CASES]
     doc["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
     doc["total_seconds"] = time.perf_counter() - t0

@@ -31,6 +31,8 @@ N⁴ is formed (``pdlt.theory`` builds V, an N⁴ tensor). The numbers are those
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -52,6 +54,7 @@ RCOND = 1e-12
 _NOISE_HINT = ("Give observation noise (noise > 0, e.g. 1e-6 × the kernel's scale) or remove duplicate "
                "training inputs")
 _PAIR_CHUNK = 1024
+_THREAD_MIN = 20000   # pairs per thread below which one thread is faster
 
 
 # ---------------------------------------------------------------------------------------------
@@ -161,7 +164,35 @@ class KernelBlocks:
     Theta_test_diag: np.ndarray | None = None
 
 
+def _closed_threads(act, j: int, k: int, Caa, Cab, Cbb) -> np.ndarray:
+    """A closed-form pair moment over many pairs, split across the CPU's cores: numpy's elementwise
+    ufuncs release the GIL, and each pair is computed alone, so the result does not depend on the split."""
+    n = Cab.size
+    parts = min(os.cpu_count() or 1, max(1, n // _THREAD_MIN))
+    if parts == 1:
+        return np.asarray(act.closed_pair(j, k, Caa, Cab, Cbb), dtype=np.float64)
+    cuts = np.linspace(0, n, parts + 1).astype(int)
+    out = np.empty(n)
+
+    def work(lo, hi):
+        out[lo:hi] = act.closed_pair(j, k, Caa[lo:hi], Cab[lo:hi], Cbb[lo:hi])
+
+    with ThreadPoolExecutor(parts) as pool:
+        list(pool.map(work, cuts[:-1], cuts[1:]))
+    return out
+
+
+def _diag_moment(E: Expectations, j: int, K) -> np.ndarray:
+    """⟨σ^{(j)}(z)²⟩_K (j = 0, 1): the closed pair form at coincident inputs when there is one."""
+    closed = E.act.closed_pair(j, j, K, K, K)
+    if closed is not None:
+        return np.asarray(closed, dtype=np.float64)
+    return E.g_derivs(K)[0] if j == 0 else _sp2_single(E, K)[0]
+
+
 def _pair_moment(E: Expectations, j: int, k: int, Caa, Cab, Cbb) -> np.ndarray:
+    if E.act.closed_pair(j, k, Caa[:1], Cab[:1], Cbb[:1]) is not None:
+        return _closed_threads(E.act, j, k, Caa, Cab, Cbb)
     out = np.empty(Cab.shape)
     for s in range(0, Cab.size, _PAIR_CHUNK):
         sl = slice(s, s + _PAIR_CHUNK)
@@ -202,10 +233,10 @@ def _pair_kernels(net: MLP, U: np.ndarray, a: np.ndarray, b: np.ndarray, ntk: bo
         lam_b, lam_W = net.lambda_b[ell - 1], net.lambda_W[ell - 1]
         E = Expectations(act, order2=base.order2(float(np.max(kd))))  # pdlt.theory's per-layer order
         with np.errstate(over="ignore", invalid="ignore"):
-            g = E.g_derivs(kd)[0]
+            g = _diag_moment(E, 0, kd)
             ss = _pair_moment(E, 0, 0, kd[a], kp, kd[b])
             if ntk:
-                sp_d = _sp2_single(E, kd)[0]
+                sp_d = _diag_moment(E, 1, kd)
                 sp = _pair_moment(E, 1, 1, kd[a], kp, kd[b])
                 td = lam_b + lam_W * g + C_W * sp_d * td
                 tp = lam_b + lam_W * ss + C_W * sp * tp
@@ -256,22 +287,21 @@ def kernel_blocks(net: MLP, X_train, X_test=None, *, ntk: bool = False, test_cov
             blocks.append((iB, iB))
     Nu = U.shape[0]
 
-    def codes(r, c):  # pair (min, max) encoded as min·N_U + max, and whether it is a diagonal entry
-        rr, cc = np.meshgrid(r, c, indexing="ij")
-        lo, hi = np.minimum(rr, cc), np.maximum(rr, cc)
-        return lo * Nu + hi, lo == hi
-
-    needed = [cd[~same] for cd, same in (codes(r, c) for r, c in blocks)]
-    pairs = np.unique(np.concatenate(needed)) if needed else np.zeros(0, dtype=np.int64)
-    a, b = pairs // Nu, pairs % Nu
+    # which distinct off-diagonal pairs (lo < hi) are needed: a mask over the upper triangle, numbered
+    # in row-major order (a sort-free np.unique)
+    need = np.zeros((Nu, Nu), dtype=bool)
+    for r, c in blocks:
+        rr, cc = np.meshgrid(r, c, indexing="ij", sparse=True)
+        need[np.minimum(rr, cc), np.maximum(rr, cc)] = True
+    np.fill_diagonal(need, False)
+    number = np.cumsum(need.ravel()).reshape(Nu, Nu) - 1
+    a, b = np.nonzero(need)
     kd, kp, td, tp = _pair_kernels(net, U, a, b, ntk, order2)
 
     def assemble(diag, pair, r, c):
-        cd, same = codes(r, c)
-        out = np.empty(cd.shape)
-        out[same] = diag[(cd[same] // Nu)]
-        out[~same] = pair[np.searchsorted(pairs, cd[~same])]
-        return out
+        rr, cc = np.meshgrid(r, c, indexing="ij", sparse=True)
+        lo, hi = np.minimum(rr, cc), np.maximum(rr, cc)
+        return np.where(lo == hi, diag[lo], pair[number[lo, hi]] if pair.size else 0.0)
 
     out = {"train": assemble(kd, kp, iA, iA)}
     if ntk:
