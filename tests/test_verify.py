@@ -22,7 +22,7 @@ import pytest
 from pdlt.verify import REGISTRY, Row, register, run_verify, unregister
 from pdlt.verify import checks as builtin_checks
 
-BUILTIN = ["kernel", "vertex", "ntk", "criticality", "deep_linear", "residual", "dntk", "learning"]
+BUILTIN = ["kernel", "vertex", "ntk", "criticality", "deep_linear", "residual", "dntk", "learning", "finite_width"]
 
 
 def _strict_json(path: Path) -> dict:
@@ -253,6 +253,21 @@ def test_wrong_training_mean_fails(monkeypatch, tmp_path):
     bad = [r for r in res.check("learning").rows if r.ok is False]
     assert "mean E[z(t)]" in {r.name for r in bad} and len({r.config for r in bad}) >= 2
     assert all(r.name in ("mean E[z(t)]", "test error E[(z − y)²]") for r in bad)
+
+
+def test_wrong_finite_width_correction_fails(monkeypatch, tmp_path):
+    """The 1/n coefficient of the trained mean × 3 fails the finite-width check."""
+    pytest.importorskip("pdlt.empirical.training")
+    import pdlt.theory.finite_width as fw
+
+    real = fw.finite_width_mean
+
+    def wrong(*a, **k):
+        p = real(*a, **k)
+        return dataclasses.replace(p, parts={name: 3.0 * c for name, c in p.parts.items()})
+    monkeypatch.setattr(fw, "finite_width_mean", wrong)
+    res = run_verify(tmp_path / "wrong", mode="test", progress=False, json_only=True, checks=["finite_width"])
+    assert res.exit_code == 1 and res.check("finite_width").status == "fail"
 
 
 def test_registry_extension_skip_and_failure(tmp_path):
