@@ -144,3 +144,7 @@ def test_moving_parts_need_an_algorithm():
         finite_width_mean(net, XA, Y[:, 0], XB, steps=None)
     with pytest.raises(ValueError, match="2/λ_max"):
         finite_width_mean(net, XA, Y[:, 0], XB, eta=1e3, steps=3)
+    with pytest.raises(ValueError, match="singular.*duplicate"):
+        finite_width_mean(net, np.vstack([XA, XA[:1]]), np.r_[Y[:, 0], Y[0, 0]], XB, newton=True)
+    with pytest.raises(ValueError, match="y_train"):
+        finite_width_mean(net, XA, Y, XB, newton=True)

@@ -73,6 +73,7 @@ import numpy as np
 
 from .. import _validate as v
 from ..mlp import MLP
+from .bayes import RCOND
 
 __all__ = ["FiniteWidthPrediction", "finite_width_mean", "trained_mean_function", "nearly_kernel_mean",
            "nearly_kernel_step", "nearly_kernel_couplings", "dntk_statistics"]
@@ -317,6 +318,10 @@ def finite_width_mean(net: MLP, X_train, y_train, X_test, *, eta: float | None =
     s = th.layer(net.depth)
     Ik = np.eye(nL)
     Theta = np.kron(np.asarray(s.Theta), Ik)
+    w = np.linalg.eigvalsh(Theta[:MA, :MA])
+    if not w[0] > RCOND * w[-1]:
+        raise ValueError(f"the training-block NTK Θ_AA is singular (smallest/largest eigenvalue "
+                         f"{w[0] / w[-1]:.3g}): duplicate or degenerate training inputs; remove them")
     n = net.n(net.depth - 1)
     f = trained_mean_function(MA, Y.reshape(-1), eta=eta, steps=steps, newton=newton)
     shape = (NB,) if one_d else (NB, nL)
