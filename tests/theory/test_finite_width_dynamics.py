@@ -148,3 +148,39 @@ def test_moving_parts_need_an_algorithm():
         finite_width_mean(net, np.vstack([XA, XA[:1]]), np.r_[Y[:, 0], Y[0, 0]], XB, newton=True)
     with pytest.raises(ValueError, match="y_train"):
         finite_width_mean(net, XA, Y, XB, newton=True)
+
+
+def _gradient_flow_dntk(net, XA, y, XB):
+    """The dNTK part at t = ∞ in the gradient-flow limit, derived independently of the step dynamics.
+
+    With ε⁰(t) = e^{−Θ̃t}ε(0) and δĤ_{Iβ}(t) = −∫_0^t (dĤ_{Iβα} + dĤ_{βIα})ε⁰_α(s)ds, integrating
+    dz/dt = −Ĥε to t = ∞ gives z¹_δ = M_δ − Θ_{δA}Θ̃⁻¹M_A with M_I = −∫δĤ_{IA}(t)ε⁰(t)dt; the mean uses
+    E[dĤ_{abc}ε_uε_v] = −C_{abcu}y_v − C_{abcv}y_u and ∫_0^∞dt e^{−λ_m t}∫_0^t e^{−λ_k s}ds = 1/(λ_m(λ_k+λ_m)).
+    """
+    import pdlt
+
+    X = np.vstack([XA, XB])
+    NA, A = XA.shape[0], slice(0, XA.shape[0])
+    s = pdlt.theory(net, X, dntk=True).layer(net.depth)
+    H, C = s.Theta, s.P + s.Q + np.einsum("acbd->abcd", s.Q)
+    lam, V = np.linalg.eigh(H[A, A])
+    Pk = np.einsum("ak,uk->kau", V, V)
+    G = np.einsum("km,kau,mbv->aubv", 1.0 / (lam[None, :] * (lam[:, None] + lam[None, :])), Pk, Pk)
+    M = np.empty(X.shape[0])
+    for i in range(X.shape[0]):
+        Cs = C[i, A, A, :][:, :, A] + C[A, i, A, :][:, :, A]
+        M[i] = -(np.einsum("aubv,bau,v->", G, Cs, y) + np.einsum("aubv,bav,u->", G, Cs, y))
+    return M[NA:] - H[NA:, A] @ np.linalg.solve(H[A, A], M[A])
+
+
+def test_dntk_part_has_the_gradient_flow_limit():
+    """Small-step gradient descent to convergence → the analytic gradient-flow dNTK part, with an O(η) gap."""
+    from pdlt.theory.training import max_learning_rate
+
+    net = MLP(3, 32, 3, "tanh", C_b=0.1, C_W=1.0, lambda_b=0.5, lambda_W=1.0, output_dim=1)
+    y = Y[:, 0]
+    exact = _gradient_flow_dntk(net, XA, y, XB)
+    eta0 = max_learning_rate(net, XA)
+    gaps = [np.max(np.abs(finite_width_mean(net, XA, y, XB, eta=f * eta0, steps=None, parts=("dNTK",))
+                          .parts["dNTK"] - exact)) for f in (0.02, 0.01)]
+    assert gaps[1] < 5e-3 * np.max(np.abs(exact)) and 1.7 < gaps[0] / gaps[1] < 2.3, (gaps, exact)

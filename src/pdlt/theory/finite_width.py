@@ -61,7 +61,12 @@ Newton step and 16 gradient-descent steps, n·(measured − prediction) extrapol
 like n^{-3/2} for gradient descent (an order we have not derived). **ReLU is not predicted
 completely**: with the a.e. convention (σ″ = 0 per network) the kink crossings of a finite step are
 missing, an O(1/n) effect; the prediction removes about half of the measured 1/n shift.
-Not done: the O(1/n) covariance of the trained outputs, and the sheet's closed-form Z tensors.
+The dNTK part also has the right gradient-flow limit: small-step descent to convergence approaches
+an independent analytic derivation (``test_dntk_part_has_the_gradient_flow_limit``). The sheet's §9
+closed form m^{dNTK} (S5's Z tensors, read with n_L = 1 and P + Q + Q^{(12)} = n E[dĤ z]) does
+**not** agree: tanh, L = 3, t = ∞ at η = η*/20 it gives (0.377, 0.376) where the dynamics gives
+(0.296, 0.378) and gradient flow (0.294, 0.376); it is not used.
+Not done: the O(1/n) covariance of the trained outputs.
 """
 
 from __future__ import annotations
