@@ -79,6 +79,10 @@ class Activation:
         r"""Closed form of :math:`\langle\sigma^{(j)}_a\sigma^{(k)}_b\rangle_C`, or None if unknown."""
         return None
 
+    def closed_pairs(self, orders, Caa, Cab, Cbb) -> list:
+        """:meth:`closed_pair` for several (j, k) at once (an activation may share work between them)."""
+        return [self.closed_pair(j, k, Caa, Cab, Cbb) for j, k in orders]
+
     def closed_single(self, m: int, K):
         r"""Closed form of :math:`\langle \partial^{2m} \sigma(z)^2\rangle_K = 2^m g^{(m)}(K)`, m=0,1,2, or None."""
         return None
@@ -460,6 +464,14 @@ class GELU(Activation):
         if (j, k) == (0, 0):
             return self._pair00(Caa, Cab, Cbb)
         return self._pair00(Caa, Cab, Cbb, derivative=True)[1]
+
+    def closed_pairs(self, orders, Caa, Cab, Cbb) -> list:
+        orders = [tuple(o) for o in orders]
+        if sorted(orders) != [(0, 0), (1, 1)]:
+            return super().closed_pairs(orders, Caa, Cab, Cbb)
+        Caa, Cab, Cbb = np.broadcast_arrays(*(np.asarray(c, dtype=np.float64) for c in (Caa, Cab, Cbb)))
+        both = dict(zip([(0, 0), (1, 1)], self._pair00(Caa, Cab, Cbb, derivative=True)))
+        return [both[o] for o in orders]
 
 
 class Erf(Activation):

@@ -164,18 +164,20 @@ class KernelBlocks:
     Theta_test_diag: np.ndarray | None = None
 
 
-def _closed_threads(act, j: int, k: int, Caa, Cab, Cbb) -> np.ndarray:
-    """A closed-form pair moment over many pairs, split across the CPU's cores: numpy's elementwise
-    ufuncs release the GIL, and each pair is computed alone, so the result does not depend on the split."""
+def _closed_threads(act, orders, Caa, Cab, Cbb) -> list:
+    """Closed-form pair moments ⟨σ^{(j)}σ^{(k)}⟩ for (j, k) in ``orders`` over many pairs, split across
+    the CPU's cores: numpy's elementwise ufuncs release the GIL, and each pair is computed alone, so
+    the result does not depend on the split."""
     n = Cab.size
     parts = min(os.cpu_count() or 1, max(1, n // _THREAD_MIN))
     if parts == 1:
-        return np.asarray(act.closed_pair(j, k, Caa, Cab, Cbb), dtype=np.float64)
+        return [np.asarray(v, dtype=np.float64) for v in act.closed_pairs(orders, Caa, Cab, Cbb)]
     cuts = np.linspace(0, n, parts + 1).astype(int)
-    out = np.empty(n)
+    out = [np.empty(n) for _ in orders]
 
     def work(lo, hi):
-        out[lo:hi] = act.closed_pair(j, k, Caa[lo:hi], Cab[lo:hi], Cbb[lo:hi])
+        for o, val in zip(out, act.closed_pairs(orders, Caa[lo:hi], Cab[lo:hi], Cbb[lo:hi])):
+            o[lo:hi] = val
 
     with ThreadPoolExecutor(parts) as pool:
         list(pool.map(work, cuts[:-1], cuts[1:]))
@@ -190,9 +192,14 @@ def _diag_moment(E: Expectations, j: int, K) -> np.ndarray:
     return E.g_derivs(K)[0] if j == 0 else _sp2_single(E, K)[0]
 
 
+def _pair_moments(E: Expectations, orders, Caa, Cab, Cbb) -> list:
+    """[⟨σ^{(j)}_aσ^{(k)}_b⟩ for (j, k) in orders] over pairs: closed forms together, else quadrature."""
+    if all(v is not None for v in E.act.closed_pairs(orders, Caa[:1], Cab[:1], Cbb[:1])):
+        return _closed_threads(E.act, orders, Caa, Cab, Cbb)
+    return [_pair_moment(E, j, k, Caa, Cab, Cbb) for j, k in orders]
+
+
 def _pair_moment(E: Expectations, j: int, k: int, Caa, Cab, Cbb) -> np.ndarray:
-    if E.act.closed_pair(j, k, Caa[:1], Cab[:1], Cbb[:1]) is not None:
-        return _closed_threads(E.act, j, k, Caa, Cab, Cbb)
     out = np.empty(Cab.shape)
     for s in range(0, Cab.size, _PAIR_CHUNK):
         sl = slice(s, s + _PAIR_CHUNK)
@@ -234,10 +241,9 @@ def _pair_kernels(net: MLP, U: np.ndarray, a: np.ndarray, b: np.ndarray, ntk: bo
         E = Expectations(act, order2=base.order2(float(np.max(kd))))  # pdlt.theory's per-layer order
         with np.errstate(over="ignore", invalid="ignore"):
             g = _diag_moment(E, 0, kd)
-            ss = _pair_moment(E, 0, 0, kd[a], kp, kd[b])
+            ss, *sp = _pair_moments(E, [(0, 0), (1, 1)] if ntk else [(0, 0)], kd[a], kp, kd[b])
             if ntk:
-                sp_d = _diag_moment(E, 1, kd)
-                sp = _pair_moment(E, 1, 1, kd[a], kp, kd[b])
+                sp_d, sp = _diag_moment(E, 1, kd), sp[0]
                 td = lam_b + lam_W * g + C_W * sp_d * td
                 tp = lam_b + lam_W * ss + C_W * sp * tp
             kd, kp = C_b + C_W * g, C_b + C_W * ss
