@@ -148,6 +148,8 @@ def test_moving_parts_need_an_algorithm():
         finite_width_mean(net, np.vstack([XA, XA[:1]]), np.r_[Y[:, 0], Y[0, 0]], XB, newton=True)
     with pytest.raises(ValueError, match="y_train"):
         finite_width_mean(net, XA, Y, XB, newton=True)
+    with pytest.raises(ValueError, match="steps"):
+        finite_width_mean(net, XA, Y[:, 0], XB, newton=True, steps=0)
 
 
 def _gradient_flow_dntk(net, XA, y, XB):

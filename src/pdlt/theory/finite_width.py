@@ -276,7 +276,7 @@ def finite_width_mean(net: MLP, X_train, y_train, X_test, *, eta: float | None =
 
     X_train (N_A, n_0), y_train (N_A,) or (N_A, n_L), X_test (N_B, n_0).
     Gradient descent: ``eta`` and ``steps`` (an int, or None for t = ∞). ``newton=True``: ``steps``
-    Newton steps (default 1, the giant leap) with η = ``eta`` (default 1). The frozen parts need
+    Newton steps (default 1, the giant leap) of the matrix rate Ĥ_AA⁻¹ (η = 1). The frozen parts need
     only M_t; the moving parts ("dNTK", "ddNTK") follow the algorithm step by step.
     """
     from .network import theory as _theory
@@ -300,7 +300,7 @@ def finite_width_mean(net: MLP, X_train, y_train, X_test, *, eta: float | None =
                          f"({XA.shape[0]}, {nL}); got {y.shape}")
     if newton:
         eta = 1.0 if eta is None else v.real("eta", eta, low=0.0, low_open=True)
-        steps = 1 if steps is None else steps
+        steps = 1 if steps is None else v.positive_int("steps", steps, minimum=1)
         if eta != 1.0:
             raise ValueError("newton steps take eta = 1 (the giant leap ηĤ_AA⁻¹ with η = 1)")
     elif steps is not None and not (isinstance(steps, float) and math.isinf(steps)):
