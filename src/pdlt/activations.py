@@ -411,50 +411,32 @@ class GELU(Activation):
 
     @staticmethod
     def _pair00(Caa, Cab, Cbb, derivative: bool = False):
-        r"""⟨σ_aσ_b⟩ in closed form and, with ``derivative``, its C_ab-derivative ⟨σ'_aσ'_b⟩ (Price).
+        r"""⟨σ_aσ_b⟩ in closed form and, with ``derivative``, ⟨σ'_aσ'_b⟩ = ∂⟨σ_aσ_b⟩/∂C_ab (Price).
 
-        Φ(z) = P(ξ ≤ z) with ξ ~ N(0, 1) independent, so with s = z_a − ξ_a, t = z_b − ξ_b,
-        :math:`\langle\sigma_a\sigma_b\rangle = E[z_az_b\,1_{s\ge0}1_{t\ge0}]`. Regress (z_a, z_b) on
-        w = (s, t), :math:`z = Mw + e`, S = Cov(w) = C + 1, M = C S⁻¹, Cov(e) = C − C S⁻¹ C; then
-        :math:`E[z_az_b1_{w\ge0}] = \sum_{kl}M_{ak}M_{bl}E[w_kw_l1_{w\ge0}] + \mathrm{Cov}(e)_{ab}\,P`
-        with the bivariate orthant moments (ρ the correlation of s and t, standardized X, Y)
-        :math:`P = \tfrac14 + \tfrac{\arcsin\rho}{2\pi}`, :math:`E[X^21] = P + \tfrac{\rho\sqrt{1-\rho^2}}{2\pi}`,
-        :math:`E[XY1] = \rho P + \tfrac{\sqrt{1-\rho^2}}{2\pi}`. ρ < 1 always (S = C + 1), so every
-        step is smooth in C_ab and the derivative is the chain rule through the same steps.
+        With a = C_aa, b = C_bb, c = C_ab: Φ(z) = P(ξ ≤ z) for an independent ξ ~ N(0, 1), so
+        ⟨σ_aσ_b⟩ = E[z_az_b 1_{s≥0}1_{t≥0}], s = z_a − ξ_a, t = z_b − ξ_b (Cov(s, t) = c, Var s = a + 1).
+        Gaussian integration by parts in z_a, then conditioning on s = 0 or t = 0, gives with
+        S = (a+1)(b+1), det = S − c², ρ = c/√S:
+
+        .. math:: \langle\sigma_a\sigma_b\rangle = \frac c4 + \frac{c\arcsin\rho}{2\pi}
+                  + \frac{ab + c^2(1 - ab)/S}{2\pi\sqrt{\det}},\qquad
+                  \langle\sigma'_a\sigma'_b\rangle = \frac14 + \frac{\arcsin\rho + c/\sqrt{\det}}{2\pi}
+                  + \frac{2c(1-ab)/S}{2\pi\sqrt{\det}} + \frac{c\,[ab + c^2(1-ab)/S]}{2\pi\det^{3/2}}.
+
+        ρ < 1 always (S > c²), so both are smooth, coincident inputs included.
         """
         tp = 2.0 * math.pi
-        c = Cab
-        sa, sb = Caa + 1.0, Cbb + 1.0
-        det = sa * sb - c * c
-        rr = np.sqrt(sa * sb)
-        rho = c / rr
-        root = np.sqrt(1.0 - rho * rho)
-        P = 0.25 + np.arcsin(rho) / tp
-        xx = P + rho * root / tp
-        xy = rho * P + root / tp
-        Ess, Ett, Est = sa * xx, sb * xx, rr * xy           # E[w_k w_l 1]
-        # M = C S⁻¹ with S⁻¹ = [[sb, −c], [−c, sa]]/det
-        m11, m12 = (Caa * sb - c * c) / det, c / det
-        m21, m22 = c / det, (Cbb * sa - c * c) / det
-        e12 = c - (m11 * c + m12 * Cbb)                     # Cov(e)_ab
-        val = m11 * m21 * Ess + (m11 * m22 + m12 * m21) * Est + m12 * m22 * Ett + e12 * P
+        a, b, c = Caa, Cbb, Cab
+        S = (a + 1.0) * (b + 1.0)
+        det = S - c * c
+        sq = np.sqrt(det)
+        asin = np.arcsin(c / np.sqrt(S))
+        one_ab = (1.0 - a * b) / S
+        N = a * b + c * c * one_ab
+        val = 0.25 * c + (c * asin + N / sq) / tp
         if not derivative:
             return val
-        d_det, d_rho = -2.0 * c, 1.0 / rr
-        d_root = -rho * d_rho / root
-        d_P = d_rho / (tp * root)
-        d_xx = d_P + (d_rho * root + rho * d_root) / tp
-        d_xy = d_rho * P + rho * d_P + d_root / tp
-        d_Ess, d_Ett, d_Est = sa * d_xx, sb * d_xx, rr * d_xy
-        d_m11 = (-2.0 * c - m11 * d_det) / det
-        d_m12 = (1.0 - m12 * d_det) / det
-        d_m21 = d_m12
-        d_m22 = (-2.0 * c - m22 * d_det) / det
-        d_e12 = 1.0 - (d_m11 * c + m11 + d_m12 * Cbb)
-        d_val = ((d_m11 * m21 + m11 * d_m21) * Ess + m11 * m21 * d_Ess
-                 + (d_m11 * m22 + m11 * d_m22 + d_m12 * m21 + m12 * d_m21) * Est + (m11 * m22 + m12 * m21) * d_Est
-                 + (d_m12 * m22 + m12 * d_m22) * Ett + m12 * m22 * d_Ett + d_e12 * P + e12 * d_P)
-        return val, d_val
+        return val, 0.25 + (asin + c / sq + 2.0 * c * one_ab / sq + N * c / (det * sq)) / tp
 
     def closed_pair(self, j, k, Caa, Cab, Cbb):
         r"""(0, 0) by :meth:`_pair00`; (1, 1) = ∂⟨σ_aσ_b⟩/∂C_ab (Price's theorem), by the chain rule."""
