@@ -311,3 +311,25 @@ def test_trained_mean_residual_vanishes_like_one_over_width(seed):
         assert abs(b) <= ALLOW / 2 + K_SIGMA * sb, (k, b, sb)
     # the 1/n effect at the smallest width is resolved for the larger-mean test input
     assert np.max(np.abs(d[0]) / se[0]) > 2 * K_SIGMA
+
+
+def test_checkpoint_resume_is_identical(tmp_path):
+    """Shard checkpoints of a trained ensemble: a lost shard is retrained alone and every number —
+    group sums and per-network losses — equals the uninterrupted run; other settings are refused."""
+    net = MLP(3, 8, 2, "tanh", C_b=0.1, C_W=1.0, lambda_b=0.5, lambda_W=1.0, output_dim=1)
+    rng = np.random.default_rng(4)
+    XA, XB = rng.standard_normal((3, 3)), rng.standard_normal((2, 3))
+    y = np.sin(XA[:, 0])
+    kw = dict(eta=0.2, steps=3, groups=4)
+    ref = T.train_ensemble(net, XA, y, XB, 20, 5, **kw)
+    ckpt = tmp_path / "train"
+    T.train_ensemble(net, XA, y, XB, 20, 5, shard_size=6, checkpoint=ckpt, **kw)
+    os.remove(ckpt / "shard-000002.npz")
+    again = T.train_ensemble(net, XA, y, XB, 20, 5, shard_size=6, checkpoint=ckpt, **kw)
+    for name in ("mean", "variance"):
+        np.testing.assert_array_equal(ref.estimate(name).mean, again.estimate(name).mean)
+        np.testing.assert_array_equal(ref.estimate(name).stderr, again.estimate(name).stderr)
+    np.testing.assert_array_equal(ref.final_loss, again.final_loss)
+    np.testing.assert_array_equal(ref.initial_loss, again.initial_loss)
+    with pytest.raises(ValueError, match="different measurement.*eta"):
+        T.train_ensemble(net, XA, y, XB, 20, 5, shard_size=6, checkpoint=ckpt, eta=0.1, steps=3, groups=4)

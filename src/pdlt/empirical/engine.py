@@ -584,31 +584,33 @@ def _shard_segments(starts: np.ndarray, a: int, b: int) -> tuple[np.ndarray, lis
 
 
 def _shard_loop(E: int, shard: int, starts: np.ndarray, sums: dict, store, bar,
-                accumulate: Callable[[int, int, np.ndarray, list], None]) -> None:
+                accumulate: Callable[[int, int, np.ndarray, list], None], per_network: dict | None = None) -> None:
     """Shards 0, 1, … of networks [a, b) in order: restored from ``store`` (a :class:`_Checkpoint` or
-    None) when saved, else ``accumulate(a, b, gid, segments)`` adds them into ``sums`` and the shard's
-    group sums are saved. Every estimator streams its ensemble through this one loop."""
+    None) when saved, else ``accumulate(a, b, gid, segments)`` adds them into ``sums`` (and fills rows
+    [a, b) of the ``per_network`` arrays) and the shard is saved. Every estimator streams its ensemble
+    through this one loop."""
     for s, a in enumerate(range(0, E, shard)):
         b = min(a + shard, E)
         gid, segments = _shard_segments(starts, a, b)
         g_lo, g_hi = int(gid[0]), int(gid[-1])
         header = np.array([s, a, b, g_lo, g_hi], dtype=np.int64)
-        if store is None or not store.load(s, header, sums, g_lo, g_hi):
+        if store is None or not store.load(s, header, sums, g_lo, g_hi, per_network):
             accumulate(a, b, gid, segments)
             if store is not None:
-                store.save(s, header, sums, g_lo, g_hi)
+                store.save(s, header, sums, g_lo, g_hi, per_network)
         bar.advance(b - a)
 
 
 def _estimator_checkpoint(checkpoint, estimator: str, net: MLP, X: np.ndarray, E: int, seed: int, shard: int,
-                          G: int, chosen, features) -> _Checkpoint | None:
-    """The checkpoint store of a per-network estimator (measure_ntk, measure_dntk), or None."""
+                          G: int, chosen, features, **settings) -> _Checkpoint | None:
+    """The checkpoint store of a per-network estimator (measure_ntk, measure_dntk, train_ensemble), or
+    None; ``settings`` (JSON-able) join the manifest, so a run with other settings is refused."""
     if checkpoint is None:
         return None
     return _Checkpoint(checkpoint, {
         "format": _CHECKPOINT_FORMAT, "measurement": estimator, "net": net.to_dict(), "X_sha256": _x_digest(X),
         "X_shape": list(X.shape), "networks": E, "seed": seed, "shard_size": shard, "groups": G,
-        "layers": list(chosen), "features": list(features)})
+        "layers": list(chosen), "features": list(features), **settings})
 
 
 def _shard_features(net: MLP, X: np.ndarray, be: Backend, method: str, seed: int, a: int, b: int,
@@ -774,7 +776,10 @@ class _Checkpoint:
     def _key(key) -> str:
         return f"L{key[0]}_{key[1]}"
 
-    def load(self, s: int, header: np.ndarray, sums: dict, g_lo: int, g_hi: int) -> bool:
+    def load(self, s: int, header: np.ndarray, sums: dict, g_lo: int, g_hi: int,
+             per_network: dict | None = None) -> bool:
+        """Restore shard s's group sums (and the rows [a, b) of the ``per_network`` arrays); False
+        when the shard was not saved or its file is unreadable (it is then recomputed)."""
         path = self._file(s)
         if not os.path.exists(path):
             return False
@@ -788,16 +793,28 @@ class _Checkpoint:
                     if part.shape != (g_hi - g_lo + 1,) + arr.shape[1:] or part.dtype != np.float64:
                         raise ValueError(f"array {self._key(key)} has shape {part.shape}")
                     new[key] = part
+                a, b = int(header[1]), int(header[2])
+                rows = {}
+                for name, arr in (per_network or {}).items():
+                    part = data[f"net_{name}"]
+                    if part.shape != (b - a,) + arr.shape[1:] or part.dtype != arr.dtype:
+                        raise ValueError(f"array net_{name} has shape {part.shape}")
+                    rows[name] = part
         except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
             warnings.warn(f"checkpoint shard {path!r} is unreadable ({exc}); recomputing it", stacklevel=4)
             return False
         for key, part in new.items():
             sums[key][g_lo:g_hi + 1] = part
+        for name, part in rows.items():
+            per_network[name][a:b] = part
         return True
 
-    def save(self, s: int, header: np.ndarray, sums: dict, g_lo: int, g_hi: int) -> None:
+    def save(self, s: int, header: np.ndarray, sums: dict, g_lo: int, g_hi: int,
+             per_network: dict | None = None) -> None:
         arrays = {"header": header}
         arrays.update({self._key(key): arr[g_lo:g_hi + 1] for key, arr in sums.items()})
+        a, b = int(header[1]), int(header[2])
+        arrays.update({f"net_{name}": arr[a:b] for name, arr in (per_network or {}).items()})
         self._atomic(self._file(s), lambda fh: np.savez(fh, **arrays))
 
 

@@ -407,7 +407,7 @@ def default_training_shard_size(net: MLP, N: int, networks: int) -> int:
 def train_ensemble(net: MLP, X_train, y_train, X_test, networks: int = 200, seed: int = 0, *,
                    eta: float | None = None, steps: int | None = None, newton: bool = False, y_test=None,
                    groups: int = 20, shard_size: int | None = None,
-                   progress: bool | None = None) -> TrainingMeasurement:
+                   progress: bool | None = None, checkpoint=None) -> TrainingMeasurement:
     r"""Train an ensemble of real networks and measure the trained outputs at test inputs
     (the twin of :func:`pdlt.theory.training.gradient_descent`; book Ch. 10).
 
@@ -421,6 +421,8 @@ def train_ensemble(net: MLP, X_train, y_train, X_test, networks: int = 200, seed
     X_test : (N_B, n_0). networks ≥ 2, seed ≥ 0, eta > 0, steps ≥ 0 (or ``newton=True``: one
     matrix-learning-rate step by default). y_test : optional (N_B,) / (N_B, n_L) targets.
     groups : jackknife groups (2..networks). shard_size : networks per shard (results do not depend on it).
+    checkpoint : a directory; finished shards (group sums and per-network losses) are saved there
+    atomically and skipped on a rerun with the same settings, so an interrupted run resumes exactly.
 
     Returns a :class:`TrainingMeasurement`. Raises :class:`TrainingDivergedError` on divergence.
     """
@@ -447,22 +449,27 @@ def train_ensemble(net: MLP, X_train, y_train, X_test, networks: int = 200, seed
     starts = engine._group_starts(E, G)
     first_loss, last_loss = np.empty(E), np.empty(E)
     show = (E * steps >= 20000 and __import__("sys").stderr.isatty()) if progress is None else bool(progress)
+    digest = engine._x_digest
+    store = engine._estimator_checkpoint(
+        checkpoint, "train_ensemble", net, XB, E, seed, shard, G, (L,), list(shapes), eta=eta, steps=steps,
+        newton=newton, X_train_sha256=digest(XA), y_train_sha256=digest(Y),
+        y_test_sha256=None if Yt is None else digest(Yt))
+
+    def accumulate(a, b, gid, segments):
+        batch = _Batch(net, sample_parameters(net, seed, a, b))
+        z, z0, loss = _train(batch, XA, Y, XB, eta, steps, newton, a)
+        first_loss[a:b], last_loss[a:b] = loss[:, 0], loss[:, -1]
+        feats = {"z": z, "zz": z @ z.mT / nL, "z0": z0, "zz0": z0 @ z0.mT / nL, "loss": loss}
+        if Yt is not None:
+            feats["err"] = (z - Yt) ** 2
+        for lo, hi in segments:
+            for k, F in feats.items():
+                acc = sums[(L, k)]
+                acc[gid[lo]] = engine._ordered_add(acc[gid[lo]], F[lo:hi])
+
     with engine._progress_bar(show, E, f"training {E} networks, {steps} steps") as bar, _blas_threads(1):
-        for a in range(0, E, shard):
-            b = min(a + shard, E)
-            batch = _Batch(net, sample_parameters(net, seed, a, b))
-            z, z0, loss = _train(batch, XA, Y, XB, eta, steps, newton, a)
-            first_loss[a:b], last_loss[a:b] = loss[:, 0], loss[:, -1]
-            feats = {"z": z, "zz": z @ z.mT / nL, "z0": z0, "zz0": z0 @ z0.mT / nL, "loss": loss}
-            if Yt is not None:
-                feats["err"] = (z - Yt) ** 2
-            gid = np.searchsorted(starts, np.arange(a, b), side="right") - 1
-            cuts = np.flatnonzero(np.diff(gid)) + 1
-            for lo, hi in zip(np.concatenate(([0], cuts)), np.concatenate((cuts, [b - a]))):
-                for k, F in feats.items():
-                    acc = sums[(L, k)]
-                    acc[gid[lo]] = engine._ordered_add(acc[gid[lo]], F[lo:hi])
-            bar.advance(b - a)
+        engine._shard_loop(E, shard, starts, sums, store, bar, accumulate,
+                           per_network={"first_loss": first_loss, "last_loss": last_loss})
     acc = engine.Accumulation(net, XB, E, seed, G, "training", "numpy", "cpu", shard, (L,),
                               tuple(_Name(k) for k in shapes), sums, np.diff(starts))
     settings = {"eta": eta, "steps": steps, "newton": newton, "X_train": XA, "y_train": Y[:, 0] if one_d else Y,

@@ -1024,7 +1024,8 @@ def learning(ctx):
         def compute(net=net, seed=seed, eta=eta, steps=steps):
             run = dict(newton=True) if steps is None else dict(eta=eta, steps=steps)
             m = train_ensemble(net, XA, yA, XB, int(cfg["networks"]), seed, y_test=yB, groups=s["groups"],
-                               progress=False, **run)
+                               progress=False, shard_size=_shard(int(cfg["networks"])),
+                               checkpoint=ctx.checkpoint(label), **run)
             out = {}
             for name in ("mean", "variance", "error") + (() if steps is None else ("loss",)):
                 e = m.estimate(name)
@@ -1142,9 +1143,9 @@ def finite_width(ctx):
                    else dict(eta=0.25 * max_learning_rate(net, XA), steps=16))
             p = finite_width_mean(net, XA, yA, XB, **run)
 
-            def compute(net=net, run=run, n=n):
+            def compute(net=net, run=run, key=f"{label} n={n}"):
                 m = train_ensemble(net, XA, yA, XB, cfg["networks"], seed, groups=s["groups"], progress=False,
-                                   **run).mean
+                                   shard_size=_shard(cfg["networks"]), checkpoint=ctx.checkpoint(key), **run).mean
                 return {"mean": np.asarray(m.mean).reshape(-1), "stderr": np.asarray(m.stderr).reshape(-1)}
             part = ctx.part(f"{label} n={n}", compute)
             rows.append((n, n * (part["mean"] - p.infinite), n * part["stderr"], p.correction))
