@@ -47,9 +47,7 @@ def _predict(net, params, eta, steps, newton):
     G = nearly_kernel_couplings(_flat(ddI, 4), _flat(ddII, 4), MA)
     y = Y.reshape(-1)
     for _ in range(steps):
-        eps = zf[:, :MA] - y
-        c = eta * (np.linalg.solve(Hf[:, :MA, :MA], eps[..., None])[..., 0] if newton else eps)
-        zf, Hf, dHf = nearly_kernel_step(zf, Hf, dHf, G, c)
+        zf, Hf, dHf = nearly_kernel_step(zf, Hf, dHf, G, y, eta=eta, newton=newton)
     return zf[0, MA:]
 
 
@@ -89,9 +87,7 @@ def _brute_mean(Theta, dHz, ddI, ddII, K, y, eta, steps, newton, s=1e-6, order=6
             dH = sg * np.einsum("IJKu,u->IJK", dHz[..., :MA], Ki @ zA)[None]
             G = nearly_kernel_couplings(sg * ddI, sg * ddII, MA)
             for _ in range(steps):
-                eps = z[:, :MA] - y
-                c = eta * (np.linalg.solve(H[:, :MA, :MA], eps[..., None])[..., 0] if newton else eps)
-                z, H, dH = nearly_kernel_step(z, H, dH, G, c)
+                z, H, dH = nearly_kernel_step(z, H, dH, G, y, eta=eta, newton=newton)
             out.append(z[0, MA:])
         acc = acc + wt * (out[0] - out[1]) / (2 * s)
     return acc

@@ -180,16 +180,19 @@ def nearly_kernel_couplings(ddI, ddII, MA: int) -> tuple:
             (ddI + ddII + ddII.transpose(0, 2, 1, 3))[:, :, :, A])
 
 
-def nearly_kernel_step(z, H, dH, G, c):
+def nearly_kernel_step(z, H, dH, G, y, *, eta: float, newton: bool = False):
     r"""One step of the nearly-kernel dynamics (module docstring; book Ch. ∞.2), batched over a leading axis.
 
     z (p, M), H (p, M, M), dH (p, M, M, M) flattened over (α, i); G from
-    :func:`nearly_kernel_couplings`; c (p, M_A) the step's coefficients (ηε for gradient descent).
+    :func:`nearly_kernel_couplings`; y (M_A,) the targets of the M_A training rows. The step's
+    coefficients are c = ηε (gradient descent) or c = ηĤ_AA⁻¹ε (Newton), ε = z_A − y.
     Returns the new (z, H, dH); the ddNTKs do not move at this order.
     """
     dIA, G2A, G3A = G
-    MA = c.shape[-1]
+    MA = y.shape[-1]
     A = slice(0, MA)
+    eps = z[:, A] - y
+    c = eta * (np.linalg.solve(H[:, A, A], eps[..., None])[..., 0] if newton else eps)
     dz = (-np.einsum("pIk,pk->pI", H[:, :, A], c)
           + 0.5 * np.einsum("pIjk,pj,pk->pI", dH[:, :, A, A], c, c)
           - np.einsum("Ijkl,pj,pk,pl->pI", dIA, c, c, c) / 6.0)
@@ -227,10 +230,8 @@ def nearly_kernel_mean(Theta, dHz, ddI, ddII, K_AA, y, *, eta: float, steps, new
     scale = max(float(np.max(np.abs(y))), 1e-300)
     t = 0
     while T is None or t < T:
-        eps = z[:, :MA] - y
-        c = eta * (np.linalg.solve(H[:, :MA, :MA], eps[..., None])[..., 0] if newton else eps)
-        z0 = z.copy()
-        z, H, dH = nearly_kernel_step(z, H, dH, G, c)
+        z0 = z
+        z, H, dH = nearly_kernel_step(z, H, dH, G, y, eta=eta, newton=newton)
         t += 1
         if not np.all(np.isfinite(z)):
             raise FloatingPointError(f"the nearly-kernel dynamics diverged after {t} steps (eta = {eta:g}); lower eta")
