@@ -765,7 +765,8 @@ def measure_dntk(net: MLP, X, networks: int = 1000, seed: int = 0, *, layers=Non
     shapes.update({k: (N,) * 4 for k in names if k not in shapes})
     sums = {(l, k): np.zeros((G,) + shapes[k]) for l in chosen for k in names}
     starts = engine._group_starts(E, G)
-    store = engine._estimator_checkpoint(checkpoint, "measure_dntk", net, X, E, seed, shard, G, chosen, names)
+    store = engine._checkpoint_store(checkpoint, net, X, E, seed, shard, G, chosen, names,
+                                    measurement="measure_dntk")
 
     def accumulate(a, b, gid, segments):
         params = sample_parameters(net, seed, a, b, chosen[-1])

@@ -601,16 +601,17 @@ def _shard_loop(E: int, shard: int, starts: np.ndarray, sums: dict, store, bar,
         bar.advance(b - a)
 
 
-def _estimator_checkpoint(checkpoint, estimator: str, net: MLP, X: np.ndarray, E: int, seed: int, shard: int,
-                          G: int, chosen, features, **settings) -> _Checkpoint | None:
-    """The checkpoint store of a per-network estimator (measure_ntk, measure_dntk, train_ensemble), or
-    None; ``settings`` (JSON-able) join the manifest, so a run with other settings is refused."""
+def _checkpoint_store(checkpoint, net: MLP, X: np.ndarray, E: int, seed: int, shard: int, G: int, chosen,
+                      features, **settings) -> _Checkpoint | None:
+    """The checkpoint store of an ensemble measurement (:func:`accumulate`, measure_ntk, measure_dntk,
+    train_ensemble), or None: the manifest names the networks, inputs and layout, and ``settings``
+    (JSON-able: the estimator, method, learning rates, …) join it, so a run with other settings is refused."""
     if checkpoint is None:
         return None
     return _Checkpoint(checkpoint, {
-        "format": _CHECKPOINT_FORMAT, "measurement": estimator, "net": net.to_dict(), "X_sha256": _x_digest(X),
-        "X_shape": list(X.shape), "networks": E, "seed": seed, "shard_size": shard, "groups": G,
-        "layers": list(chosen), "features": list(features), **settings})
+        "format": _CHECKPOINT_FORMAT, "net": net.to_dict(), "X_sha256": _x_digest(X), "X_shape": list(X.shape),
+        "networks": E, "seed": seed, "shard_size": shard, "groups": G, "layers": list(chosen),
+        "features": list(features), **settings})
 
 
 def _shard_features(net: MLP, X: np.ndarray, be: Backend, method: str, seed: int, a: int, b: int,
@@ -891,14 +892,9 @@ def accumulate(net: MLP, X, features: Iterable, networks: int = 1000, seed: int 
             f"inputs only the kernel (observables=['G']): V and M4 have N⁴ entries")
     sums = {(l, f.name): np.zeros((G,) + shapes[f.name]) for l in chosen for f in feats}
     starts = _group_starts(E, G)
-    store = None
-    if checkpoint is not None:
-        manifest = {"format": _CHECKPOINT_FORMAT, "net": net.to_dict(), "X_sha256": _x_digest(X),
-                    "X_shape": list(X.shape), "networks": E, "seed": cfg["seed"], "method": cfg["method"],
-                    "backend": be.name, "device": be.device.split(":")[0], "shard_size": shard,
-                    "groups": G, "layers": list(chosen),
-                    "features": [[f.name, f"{type(f).__module__}.{type(f).__qualname__}"] for f in feats]}
-        store = _Checkpoint(checkpoint, manifest)
+    store = _checkpoint_store(checkpoint, net, X, E, cfg["seed"], shard, G, chosen,
+                              [[f.name, f"{type(f).__module__}.{type(f).__qualname__}"] for f in feats],
+                              method=cfg["method"], backend=be.name, device=be.device.split(":")[0])
     show = (E * chosen[-1] >= _PROGRESS_AUTO and sys.stderr.isatty()) if progress is None else bool(progress)
     with _progress_bar(show, E, f"{E} networks, depth {chosen[-1]}") as bar:
         if scheduler is not None:  # shards computed on a Dask cluster, combined here in shard order

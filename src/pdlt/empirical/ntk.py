@@ -416,7 +416,8 @@ def measure_ntk(net: MLP, X, networks: int = 1000, seed: int = 0, *, layers=None
     shapes.update({k: (N,) * 4 for k in _FEATURES if k not in shapes})
     sums = {(l, k): np.zeros((G,) + shapes[k]) for l in chosen for k in _FEATURES}
     starts = engine._group_starts(E, G)
-    store = engine._estimator_checkpoint(checkpoint, "measure_ntk", net, X, E, seed, shard, G, chosen, _FEATURES)
+    store = engine._checkpoint_store(checkpoint, net, X, E, seed, shard, G, chosen, _FEATURES,
+                                    measurement="measure_ntk")
 
     def accumulate(a, b, gid, segments):
         params = sample_parameters(net, seed, a, b, chosen[-1])

@@ -450,9 +450,9 @@ def train_ensemble(net: MLP, X_train, y_train, X_test, networks: int = 200, seed
     first_loss, last_loss = np.empty(E), np.empty(E)
     show = (E * steps >= 20000 and __import__("sys").stderr.isatty()) if progress is None else bool(progress)
     digest = engine._x_digest
-    store = engine._estimator_checkpoint(
-        checkpoint, "train_ensemble", net, XB, E, seed, shard, G, (L,), list(shapes), eta=eta, steps=steps,
-        newton=newton, X_train_sha256=digest(XA), y_train_sha256=digest(Y),
+    store = engine._checkpoint_store(
+        checkpoint, net, XB, E, seed, shard, G, (L,), list(shapes), measurement="train_ensemble", eta=eta,
+        steps=steps, newton=newton, X_train_sha256=digest(XA), y_train_sha256=digest(Y),
         y_test_sha256=None if Yt is None else digest(Yt))
 
     def accumulate(a, b, gid, segments):
