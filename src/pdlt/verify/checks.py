@@ -717,10 +717,10 @@ def _dntk_label(cfg) -> str:
     return f"{cfg['activation']} C_b={cfg['C_b']:g} C_W={cfg['C_W']:g} N={cfg['inputs']}"
 
 
-def _inv_n_fit(ns, y, se):
-    """Weighted least squares y = a + b/n, entry by entry: y, se of shape (widths, ...) → a, σ_a, b."""
+def _inv_n_fit(ns, y, se, power: float = 1.0):
+    """Weighted least squares y = a + b/n^power, entry by entry: y, se of shape (widths, ...) → a, σ_a, b."""
     y, se = np.asarray(y, dtype=np.float64), np.asarray(se, dtype=np.float64)
-    x = (1.0 / np.asarray(ns, dtype=np.float64)).reshape((-1,) + (1,) * (y.ndim - 1))
+    x = (np.asarray(ns, dtype=np.float64) ** -power).reshape((-1,) + (1,) * (y.ndim - 1))
     w = 1.0 / se ** 2
     S, Sx, Sxx = w.sum(0), (w * x).sum(0), (w * x * x).sum(0)
     Sy, Sxy = (w * y).sum(0), (w * x * y).sum(0)
@@ -1143,19 +1143,15 @@ def finite_width(ctx):
                    else dict(eta=0.25 * max_learning_rate(net, XA), steps=16))
             p = finite_width_mean(net, XA, yA, XB, **run)
 
-            def compute(net=net, run=run, key=f"{label} n={n}"):
+            key = f"{label} n={n}"
+
+            def compute(net=net, run=run, key=key):
                 m = train_ensemble(net, XA, yA, XB, cfg["networks"], seed, groups=s["groups"], progress=False,
                                    shard_size=_shard(cfg["networks"]), checkpoint=ctx.checkpoint(key), **run).mean
                 return {"mean": np.asarray(m.mean).reshape(-1), "stderr": np.asarray(m.stderr).reshape(-1)}
-            part = ctx.part(f"{label} n={n}", compute)
+            part = ctx.part(key, compute)
             rows.append((n, n * (part["mean"] - p.infinite), n * part["stderr"], p.correction))
-        ns = np.array([r[0] for r in rows], dtype=float)
-        d, sd = np.array([r[1] for r in rows]), np.array([r[2] for r in rows])
-        a, sa = np.empty(d.shape[1]), np.empty(d.shape[1])
-        for j in range(d.shape[1]):
-            M = np.stack([np.ones_like(ns), ns ** -0.5], axis=1) / sd[:, j, None]
-            cov = np.linalg.inv(M.T @ M)
-            a[j], sa[j] = (cov @ M.T @ (d[:, j] / sd[:, j]))[0], math.sqrt(cov[0, 0])
+        a, sa, _ = _inv_n_fit([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], power=0.5)
         results.append((cfg, label, seed, rows, Estimate(a, sa, cfg["networks"]), rows[0][3]))
     k = bonferroni(sum(r[4].mean.size for r in results))
     for cfg, label, seed, rows, est, c in results:
