@@ -477,6 +477,18 @@ def _print_criticality(console: Console, act, crit) -> None:
                            style="bold yellow"))
 
 
+def _print_laws(console: Console, title: str, laws) -> None:
+    """A table of depth laws (text, source), nothing when there are none."""
+    if not laws:
+        return
+    table = Table(title=Text(title), title_justify="left")
+    table.add_column("law")
+    table.add_column("source")
+    for law in laws:
+        table.add_row(Text(law.text), law.source)
+    console.print(table)
+
+
 def _print_ntk(console: Console, ntk) -> None:
     """Criticality.ntk (book Ch. 9): gradients, equivalence-principle learning rates, NTK laws."""
     console.print(Panel(Text(ntk.gradients), title="NTK: gradients and learning rates (book Ch. 9)",
@@ -490,13 +502,7 @@ def _print_ntk(console: Console, ntk) -> None:
     table.add_row("λ_W per layer", Text(ntk.lambda_W))
     table.add_row("NTK Θ^(L)", Text(ntk.theta_limit))
     console.print(table)
-    if ntk.laws:
-        laws = Table(title=Text("NTK asymptotics at large depth ℓ (layer-independent λ)"), title_justify="left")
-        laws.add_column("law")
-        laws.add_column("source")
-        for law in ntk.laws:
-            laws.add_row(Text(law.text), law.source)
-        console.print(laws)
+    _print_laws(console, "NTK asymptotics at large depth ℓ (layer-independent λ)", ntk.laws)
     if ntk.unknown:
         console.print(Text(ntk.unknown, style="yellow"))
 
@@ -506,13 +512,7 @@ def _print_dntk(console: Console, dntk) -> None:
     console.print(Panel(Text(f"{dntk.normalization}\n\nLearning rates: {dntk.learning_rates}"),
                         title="dNTK and ddNTKs at criticality (book Ch. 11, ∞)", title_align="left",
                         border_style="green"))
-    if dntk.laws:
-        laws = Table(title=Text("dNTK/ddNTK depth scaling (one input, large depth ℓ)"), title_justify="left")
-        laws.add_column("law")
-        laws.add_column("source")
-        for law in dntk.laws:
-            laws.add_row(Text(law.text), law.source)
-        console.print(laws)
+    _print_laws(console, "dNTK/ddNTK depth scaling (one input, large depth ℓ)", dntk.laws)
     if dntk.notes:
         console.print(Text(dntk.notes))
     if dntk.unknown:
