@@ -192,16 +192,22 @@ def test_wrong_vertex_fails_loudly(monkeypatch, tmp_path):
     assert 'class="banner fail"' in text and "FAIL" in text and 'class="banner pass"' not in text
 
 
-def test_wrong_ntk_mean_fails(monkeypatch, tmp_path):
+def _scale_theory_field(monkeypatch, field: str, factor: float) -> None:
+    """Make pdlt.theory return ``field`` × factor in every layer that has it (a wrong formula)."""
     import pdlt.theory.network as network
 
     real = network.theory
 
     def wrong(*a, **k):
         th = real(*a, **k)
-        states = tuple(s if s.Theta is None else dataclasses.replace(s, Theta=1.2 * s.Theta) for s in th.layers)
+        states = tuple(s if getattr(s, field) is None else dataclasses.replace(s, **{field: factor * getattr(s, field)})
+                       for s in th.layers)
         return network.Theory(th.net, th.X, states)
     monkeypatch.setattr(network, "theory", wrong)
+
+
+def test_wrong_ntk_mean_fails(monkeypatch, tmp_path):
+    _scale_theory_field(monkeypatch, "Theta", 1.2)
     res = run_verify(tmp_path / "wrong", mode="test", progress=False, checks=["ntk"])
     assert res.exit_code == 1 and res.check("ntk").status == "fail"
     bad = [r for r in res.check("ntk").rows if r.ok is False]
@@ -211,15 +217,7 @@ def test_wrong_ntk_mean_fails(monkeypatch, tmp_path):
 def test_wrong_ddntk_fails(monkeypatch, tmp_path):
     """A wrong ddNTK T fails the dntk check's width sweep. The test mode's sweep (n = 8, 12, a few
     hundred networks) resolves T only to ~30%, so T is tripled here; the default mode rejects T × 1.5."""
-    import pdlt.theory.network as network
-
-    real = network.theory
-
-    def wrong(*a, **k):
-        th = real(*a, **k)
-        states = tuple(s if s.T is None else dataclasses.replace(s, T=3.0 * s.T) for s in th.layers)
-        return network.Theory(th.net, th.X, states)
-    monkeypatch.setattr(network, "theory", wrong)
+    _scale_theory_field(monkeypatch, "T", 3.0)
     res = run_verify(tmp_path / "wrong", mode="test", progress=False, json_only=True, checks=["dntk"])
     assert res.exit_code == 1 and res.check("dntk").status == "fail"
     bad = {r.name for r in res.check("dntk").rows if r.ok is False}
