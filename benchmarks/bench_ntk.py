@@ -34,15 +34,13 @@ Warm-up: one call of each method on a small network first (imports, thread pools
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import os
-import platform
 import time
 
 import numpy as np
 
-import pdlt
+import _machine
+
 from pdlt import MLP
 from pdlt.empirical import ntk
 
@@ -56,23 +54,7 @@ AD_BYTES = 2 * 2 ** 30       # autodiff's per-call Jacobian memory (networks per
 def machine() -> dict:
     import torch
 
-    cpu = platform.machine()
-    try:
-        cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    blas = "?"
-    try:
-        blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]["name"]
-    except Exception:  # noqa: BLE001 - informational only
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "cores_usable": len(os.sched_getaffinity(0)),
-            "torch_threads": torch.get_num_threads(), "numpy_blas": blas,
-            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
-            "load_average": [round(x, 2) for x in os.getloadavg()],
-            "python": platform.python_version(), "numpy": np.__version__, "torch": torch.__version__,
-            "pdlt": getattr(pdlt, "__version__", "?")}
-
+    return _machine.machine(torch_threads=torch.get_num_threads(), torch=torch.__version__)
 
 def network(n_out: int) -> MLP:
     return MLP(input_dim=INPUT_DIM, width=WIDTH, depth=DEPTH, activation="tanh", C_b=0.0, C_W=1.0,
@@ -209,13 +191,7 @@ def main(argv=None) -> None:
         f"{', all networks' if a.full else ''}) ...")
     warm_up(inputs())
     doc["rows"] = [row(n_out, networks, a.seed, budget, a.full, log) for n_out in (WIDTH, 8)]
-    doc["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
-    doc["total_seconds"] = time.perf_counter() - t0
-    if a.json:
-        print(json.dumps(doc))
-    else:
-        print()
-        report(doc)
+    _machine.finish(doc, t0, a.json, report)
 
 
 if __name__ == "__main__":

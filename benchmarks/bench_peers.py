@@ -34,13 +34,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
 
 import numpy as np
+
+import _machine
 
 N0, DEPTH = 10, 10
 AGREE = 1e-8
@@ -106,21 +107,6 @@ def run_nt(nt_python: str, X: np.ndarray, layer: str, C_b: float, C_W: float, tm
 
 
 # ------------------------------------------------------------------------ pdlt side
-def machine() -> dict:
-    import pdlt
-
-    cpu = platform.machine()
-    try:
-        cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "cores_usable": len(os.sched_getaffinity(0)),
-            "OPENBLAS_NUM_THREADS": os.environ.get("OPENBLAS_NUM_THREADS"),
-            "load_average": [round(x, 2) for x in os.getloadavg()],
-            "python": platform.python_version(), "numpy": np.__version__,
-            "pdlt": getattr(pdlt, "__version__", "?")}
-
-
 def run_pdlt(X: np.ndarray, act: str, C_b: float, C_W: float):
     import pdlt
     from pdlt.theory.bayes import kernel_blocks
@@ -230,18 +216,12 @@ def main(argv=None) -> None:
     Nq = a.n_quad or (40 if a.quick else 100)
     log = (lambda s: None) if a.json else (lambda s: print(s, flush=True))
     t0 = time.perf_counter()
-    doc = {"machine": machine(), "depth": DEPTH, "n0": N0, "N_target": N, "cases": CASES}
+    doc = {"machine": _machine.machine(), "depth": DEPTH, "n0": N0, "N_target": N, "cases": CASES}
     log(f"running (N = {N} closed form, {Nq} quadrature; neural-tangents: {a.nt_python or 'none'}) ...")
     with tempfile.TemporaryDirectory() as tmp:
         doc["rows"] = [row(act, layer, C_b, C_W, Nq if act in QUADRATURE else N, N, a.nt_python, tmp, log)
                        for act, layer, C_b, C_W in CASES]
-    doc["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
-    doc["total_seconds"] = time.perf_counter() - t0
-    if a.json:
-        print(json.dumps(doc))
-    else:
-        print()
-        report(doc)
+    _machine.finish(doc, t0, a.json, report)
 
 
 if __name__ == "__main__":

@@ -27,13 +27,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import platform
 import subprocess
 import sys
 import time
 
 import numpy as np
+
+import _machine
 
 import pdlt
 from pdlt import MLP
@@ -41,23 +41,6 @@ from pdlt.empirical.ntk import measure_ntk
 
 WIDTH, DEPTH, N_IN, DIM = 256, 8, 4, 8
 MEM_BUDGET, TIME_BUDGET = 24 * 2 ** 30, 3600.0
-
-
-def machine() -> dict:
-    cpu = platform.machine()
-    try:
-        cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    blas = "?"
-    try:
-        blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]["name"]
-    except Exception:  # noqa: BLE001 - informational only
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "cores_usable": len(os.sched_getaffinity(0)),
-            "numpy_blas": blas, "OPENBLAS_NUM_THREADS": os.environ.get("OPENBLAS_NUM_THREADS"),
-            "load_average": [round(x, 2) for x in os.getloadavg()],
-            "python": platform.python_version(), "numpy": np.__version__, "pdlt": getattr(pdlt, "__version__", "?")}
 
 
 def gemm_gflops(n: int = 2000) -> float:
@@ -195,18 +178,12 @@ def main(argv=None) -> None:
     Ns = [int(s) for s in a.ns.split(",")] if a.ns else ([2, 3, 4, 5] if a.quick else [2, 4, 6, 8, 12])
     log = (lambda s: None) if a.json else (lambda s: print(s, flush=True))
     t0 = time.perf_counter()
-    doc = {"machine": machine()}
+    doc = {"machine": _machine.machine()}
     log("running ...")
     doc["gemm_gflops"] = gemm_gflops()
     doc["throughput"] = throughput(networks, doc["gemm_gflops"], log)
     doc["scaling"] = theory_scaling(Ns, log)
-    doc["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
-    doc["total_seconds"] = time.perf_counter() - t0
-    if a.json:
-        print(json.dumps(doc))
-    else:
-        print()
-        report(doc)
+    _machine.finish(doc, t0, a.json, report)
 
 
 if __name__ == "__main__":
