@@ -112,6 +112,46 @@ def test_gradient_descent_matches_autograd(name, steps):
         np.testing.assert_allclose(res.loss[e, :steps], losses, rtol=1e-12)
 
 
+@pytest.mark.torch
+def test_frozen_slopes_match_autograd():
+    """frozen_slopes=True: σ(z) → σ'(z₀)·z with z₀ the preactivation of the same input at
+    initialization, through forward and backward passes; three GD steps by torch autograd."""
+    torch = pytest.importorskip("torch")
+    net = MLP(**ORACLE_NETS["relu"])
+    rng = np.random.default_rng(2)
+    XA, XB = rng.standard_normal((3, 3)), rng.standard_normal((2, 3))
+    Y = 3.0 * rng.standard_normal((3, net.widths[-1]))  # large steps: many neurons cross their kink
+    params = ntk.sample_parameters(net, 5, 0, 3)
+    eta, steps, L = 0.1, 3, net.depth
+    res = T.train_networks(net, params, XA, Y, XB, eta=eta, steps=steps, frozen_slopes=True)
+    real = T.train_networks(net, params, XA, Y, XB, eta=eta, steps=steps)
+    assert np.max(np.abs(res.z_test - real.z_test)) > 1e-2  # kinks were crossed: the two differ
+    for e in range(3):
+        Ws = [torch.tensor(params.W(l)[e], requires_grad=True) for l in range(1, L + 1)]
+        bs = [torch.tensor(params.b(l)[e], requires_grad=True) for l in range(1, L + 1)]
+        masks = {}
+
+        def f(X, key):
+            h = torch.tensor(X)
+            for l in range(L):
+                z = h @ Ws[l].T + bs[l]
+                if l < L - 1:
+                    m = masks.setdefault((key, l), (z.detach() >= 0).double())
+                    h = m * z
+            return z
+
+        f(XA, "A"), f(XB, "B")  # slopes at initialization
+        for _ in range(steps):
+            loss = 0.5 * ((f(XA, "A") - torch.tensor(Y)) ** 2).sum()
+            grads = torch.autograd.grad(loss, Ws + bs)
+            with torch.no_grad():
+                for l in range(L):
+                    Ws[l] -= eta * net.lambda_W[l] / net.widths[l] * grads[l]
+                    bs[l] -= eta * net.lambda_b[l] * grads[L + l]
+        with torch.no_grad():
+            np.testing.assert_allclose(res.z_test[e], f(XB, "B").numpy(), rtol=0, atol=1e-12)
+
+
 @pytest.mark.parametrize("name", sorted(ORACLE_NETS))
 def test_backprop_ntk_equals_forward_equation(name):
     net = MLP(**ORACLE_NETS[name])
@@ -206,6 +246,7 @@ def test_newton_step_needs_an_invertible_training_ntk():
     (dict(eta=0.1, steps=2, y_train=np.ones(3)), r"y_train must have shape \(4,\)"),
     (dict(eta=0.1, steps=2, X_test=np.ones((2, 3))), "X_test has 3 columns"),
     (dict(eta=0.1, steps=2, y_test=np.ones(5)), r"y_test must have shape \(2,\)"),
+    (dict(eta=0.1, steps=2, frozen_slopes=True), "frozen_slopes=True needs a piecewise-linear activation"),
 ])
 def test_bad_input_errors(kwargs, match):
     args = dict(net=critical_net("tanh", 8, 2), X_train=X_TRAIN, y_train=target(X_TRAIN), X_test=X_TEST,

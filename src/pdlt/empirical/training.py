@@ -28,6 +28,19 @@ matrix learning rate given by the network's own training-block NTK,
 linearized model). It is defined whenever the (n_L N_A)×(n_L N_A) matrix Ĥ_AA of a network is
 invertible (otherwise a clear error). At infinite width it is the book's ηΘ̃ = 1; at finite width
 the training error after one step is O(1/n) (the NTK moves during the step: dNTK).
+
+Frozen slopes (``frozen_slopes=True``, piecewise-linear σ only)
+---------------------------------------------------------------
+The book's finite-width expansion treats training as a Taylor series in Δθ whose coefficients are
+derivatives at initialization; for a kinked σ those are taken almost everywhere (σ″ = σ‴ = 0,
+:mod:`pdlt.theory.dntk`). That series describes exactly the network in which every hidden neuron
+keeps, at each input, the slope σ'(z_{i;α}) it had at initialization — σ(z) = σ'(z)·z with σ'
+frozen, a polynomial in θ. ``frozen_slopes=True`` trains that network (forward, backward and Newton
+NTK with the frozen slopes): it is the empirical twin of :func:`pdlt.theory.finite_width_mean` for
+ReLU-like σ. The difference real − frozen, network by network, is the effect of the neurons whose
+preactivation crosses the kink during training, which the a.e. expansion leaves out (measured in
+tests/test_finite_width_twin.py: O(1/n) at test inputs after one Newton step, O(n^{-1/2}) at the
+training inputs after one step and at every input after two or more steps).
 """
 
 from __future__ import annotations
@@ -61,12 +74,14 @@ class TrainingDivergedError(FloatingPointError):
 class _Batch:
     """Explicit, mutable weights of E networks: ``W[l]`` (E, n_{l+1}, n_l), ``b[l]`` (E, n_{l+1})."""
 
-    def __init__(self, net: MLP, params: Parameters):
+    def __init__(self, net: MLP, params: Parameters, frozen_slopes: bool = False):
         self.net = net
         self.W = [np.ascontiguousarray(params.W(l)) for l in range(1, net.depth + 1)]
         self.b = [np.ascontiguousarray(params.b(l)) for l in range(1, net.depth + 1)]
         self.sigma = engine._NumpyBackend().sigma(net.activation)
         self.dsigma = _sigma_prime(net)
+        # frozen_slopes: per layer (E, N, n) slopes σ'(z) of the first forward pass, kept for good
+        self.slopes = [] if frozen_slopes else None
 
     @property
     def E(self) -> int:
@@ -81,8 +96,21 @@ class _Batch:
             z = np.ascontiguousarray((W @ hT).mT) + b[:, None, :]
             zs.append(z)
             if l < len(self.W) - 1:
-                hs.append(self.sigma(z))
+                if self.slopes is None:
+                    hs.append(self.sigma(z))
+                    continue
+                if len(self.slopes) == l:
+                    self.slopes.append(self.dsigma(z))
+                # piecewise linear with σ(0) = 0: σ(z) = σ'(z)·z, here with the slope of initialization
+                hs.append(self.slope(l, z) * z)
         return zs, hs
+
+    def slope(self, l: int, z: np.ndarray) -> np.ndarray:
+        """σ'(z) of hidden layer l (z: (E, N', n)); with frozen slopes those of the first N' inputs of
+        the first forward pass (the training inputs come first in every pass)."""
+        if self.slopes is None:
+            return self.dsigma(z)
+        return self.slopes[l][:, :z.shape[1]]
 
     def backward(self, zs, hs, delta: np.ndarray):
         r"""Gradients of Σ_{α,i} δ_{i;α} z^{(L)}_{i;α} (a vector–Jacobian product; δ = ε gives ∂L/∂θ).
@@ -95,7 +123,7 @@ class _Batch:
             gW[l] = np.ascontiguousarray(delta.mT) @ hs[l]
             gb[l] = delta.sum(axis=1)
             if l > 0:
-                delta = (delta @ self.W[l]) * self.dsigma(zs[l - 1])
+                delta = (delta @ self.W[l]) * self.slope(l - 1, zs[l - 1])
         return gW, gb
 
     def update(self, gW, gb, eta: float) -> None:
@@ -125,7 +153,7 @@ class _Batch:
             DD = np.einsum("eaik,ebjk->eaibj", D, D)
             H += DD * c[:, :, None, :, None]
             if l > 0:
-                D = (D @ self.W[l][:, None]) * self.dsigma(zs[l - 1][:, :N_A, None, :])
+                D = (D @ self.W[l][:, None]) * self.slope(l - 1, zs[l - 1][:, :N_A])[:, :, None, :]
         return H.reshape(E, N_A * nL, N_A * nL)
 
 
@@ -259,8 +287,19 @@ def _check_run(net, eta, steps, newton):
     return eta, steps, newton
 
 
+def _check_frozen(net: MLP, frozen_slopes) -> bool:
+    from .. import activations as A
+
+    frozen = bool(frozen_slopes)
+    if frozen and not (isinstance(net.activation, A.PiecewiseLinear)
+                       and type(net.activation).derivative is A.PiecewiseLinear.derivative):
+        raise ValueError(f"frozen_slopes=True needs a piecewise-linear activation (relu, leaky_relu, "
+                         f"piecewise_linear, linear), got {net.activation.name!r}: only there is σ(z) = σ'(z)·z")
+    return frozen
+
+
 def train_networks(net: MLP, params: Parameters, X_train, y_train, X_test=None, *, eta: float | None = None,
-                   steps: int | None = None, newton: bool = False) -> TrainedNetworks:
+                   steps: int | None = None, newton: bool = False, frozen_slopes: bool = False) -> TrainedNetworks:
     r"""Train the E networks of ``params`` by full-batch gradient descent (book Ch. 7, §10.1).
 
     .. math:: \theta_\mu \leftarrow \theta_\mu - \eta\sum_\nu\lambda_{\mu\nu}\partial_\nu\mathcal L,
@@ -274,13 +313,16 @@ def train_networks(net: MLP, params: Parameters, X_train, y_train, X_test=None, 
     eta : η > 0. steps : t ≥ 0 full-batch steps.
     newton : each step uses the matrix learning rate Ĥ_AA⁻¹ (module docstring); defaults
         eta = 1, steps = 1.
+    frozen_slopes : piecewise-linear σ only: every hidden neuron keeps, at each input, its slope at
+        initialization (module docstring, "Frozen slopes").
 
     Raises :class:`TrainingDivergedError` when a network's loss becomes non-finite or exceeds
     :data:`DIVERGENCE_FACTOR` × its initial loss. Returns :class:`TrainedNetworks`.
     """
     eta, steps, newton = _check_run(net, eta, steps, newton)
+    frozen = _check_frozen(net, frozen_slopes)
     XA, Y, _, XB = _check_data(net, X_train, y_train, X_test)
-    batch = _Batch(net, params)
+    batch = _Batch(net, params, frozen)
     with _blas_threads(1):
         z, z0, loss = _train(batch, XA, Y, XB, eta, steps, newton, 0)
     return TrainedNetworks(z, z0, loss, (tuple(batch.W), tuple(batch.b)))
@@ -406,7 +448,7 @@ def default_training_shard_size(net: MLP, N: int, networks: int) -> int:
 
 def train_ensemble(net: MLP, X_train, y_train, X_test, networks: int = 200, seed: int = 0, *,
                    eta: float | None = None, steps: int | None = None, newton: bool = False, y_test=None,
-                   groups: int = 20, shard_size: int | None = None,
+                   frozen_slopes: bool = False, groups: int = 20, shard_size: int | None = None,
                    progress: bool | None = None, checkpoint=None) -> TrainingMeasurement:
     r"""Train an ensemble of real networks and measure the trained outputs at test inputs
     (the twin of :func:`pdlt.theory.training.gradient_descent`; book Ch. 10).
@@ -420,6 +462,7 @@ def train_ensemble(net: MLP, X_train, y_train, X_test, networks: int = 200, seed
     X_train : (N_A, n_0); y_train : (N_A,) or (N_A, n_L) with n_L = the net's output width;
     X_test : (N_B, n_0). networks ≥ 2, seed ≥ 0, eta > 0, steps ≥ 0 (or ``newton=True``: one
     matrix-learning-rate step by default). y_test : optional (N_B,) / (N_B, n_L) targets.
+    frozen_slopes : train the frozen-slope twin of a piecewise-linear network (module docstring).
     groups : jackknife groups (2..networks). shard_size : networks per shard (results do not depend on it).
     checkpoint : a directory; finished shards (group sums and per-network losses) are saved there
     atomically and skipped on a rerun with the same settings, so an interrupted run resumes exactly.
@@ -427,6 +470,7 @@ def train_ensemble(net: MLP, X_train, y_train, X_test, networks: int = 200, seed
     Returns a :class:`TrainingMeasurement`. Raises :class:`TrainingDivergedError` on divergence.
     """
     eta, steps, newton = _check_run(net, eta, steps, newton)
+    frozen = _check_frozen(net, frozen_slopes)
     XA, Y, one_d, XB = _check_data(net, X_train, y_train, X_test)
     if XB.shape[0] == 0:
         raise ValueError("X_test must hold at least one test input")
@@ -452,11 +496,11 @@ def train_ensemble(net: MLP, X_train, y_train, X_test, networks: int = 200, seed
     digest = engine._x_digest
     store = engine._checkpoint_store(
         checkpoint, net, XB, E, seed, shard, G, (L,), list(shapes), measurement="train_ensemble", eta=eta,
-        steps=steps, newton=newton, X_train_sha256=digest(XA), y_train_sha256=digest(Y),
+        steps=steps, newton=newton, frozen_slopes=frozen, X_train_sha256=digest(XA), y_train_sha256=digest(Y),
         y_test_sha256=None if Yt is None else digest(Yt))
 
     def accumulate(a, b, gid, segments):
-        batch = _Batch(net, sample_parameters(net, seed, a, b))
+        batch = _Batch(net, sample_parameters(net, seed, a, b), frozen)
         z, z0, loss = _train(batch, XA, Y, XB, eta, steps, newton, a)
         first_loss[a:b], last_loss[a:b] = loss[:, 0], loss[:, -1]
         feats = {"z": z, "zz": z @ z.mT / nL, "z0": z0, "zz0": z0 @ z0.mT / nL, "loss": loss}
@@ -472,6 +516,6 @@ def train_ensemble(net: MLP, X_train, y_train, X_test, networks: int = 200, seed
                            per_network={"first_loss": first_loss, "last_loss": last_loss})
     acc = engine.Accumulation(net, XB, E, seed, G, "training", "numpy", "cpu", shard, (L,),
                               tuple(_Name(k) for k in shapes), sums, np.diff(starts))
-    settings = {"eta": eta, "steps": steps, "newton": newton, "X_train": XA, "y_train": Y[:, 0] if one_d else Y,
+    settings = {"eta": eta, "steps": steps, "newton": newton, "frozen_slopes": frozen, "X_train": XA, "y_train": Y[:, 0] if one_d else Y,
                 "X_test": XB, "y_test": yt}
     return TrainingMeasurement(acc, one_d, settings, first_loss, last_loss)
