@@ -339,7 +339,8 @@ def test_train_predict_help():
     result = run("train-predict", "--help")
     assert result.exit_code == 0, result.output
     for option in ("--activation", "--depth", "--width", "--C-W", "--lambda-b", "--lambda-W", "--data",
-                   "--data-seed", "--eta", "--steps", "--newton", "--finite-width", "--networks", "--seed", "--plot",
+                   "--data-seed", "--eta", "--steps", "--newton", "--finite-width", "--frozen-slopes", "--networks",
+                   "--seed", "--plot",
                    "--json"):
         assert option in result.output
 
@@ -387,6 +388,26 @@ def test_train_predict_newton_relu_table():
     assert result.exit_code == 0, result.output
     assert "newton step" in result.output and "comparisons pass" in result.output
     assert "C_W=2.0" in result.output        # ReLU's critical C_W by default
+
+
+def test_train_predict_frozen_slopes():
+    """--frozen-slopes trains the frozen-slope twin (same numbers as the API); a smooth σ is refused."""
+    from pdlt import MLP
+    from pdlt.empirical.training import train_ensemble
+
+    args = ["train-predict", "--activation", "relu", "--width", "16", "--networks", "20", "--newton",
+            "--data", "synthetic:3,2", "--json"]
+    doc = json.loads(run(*args, "--frozen-slopes").stdout)
+    real = json.loads(run(*args).stdout)
+    assert doc["training"]["frozen_slopes"] is True and doc["training"]["method"] == "newton step, frozen slopes"
+    d = doc["data"]
+    net = MLP(len(d["X_train"][0]), 16, 2, "relu", C_b=0.0, C_W=2.0, lambda_b=0.5, lambda_W=1.0, output_dim=1)
+    m = train_ensemble(net, d["X_train"], d["y_train"], d["X_test"], 20, 0, newton=True, frozen_slopes=True,
+                       groups=20)
+    np.testing.assert_allclose([r["measured_mean"] for r in doc["rows"]], m.mean.mean, rtol=1e-12)
+    assert not np.allclose([r["measured_mean"] for r in real["rows"]], m.mean.mean)
+    bad = run("train-predict", "--width", "16", "--networks", "20", "--newton", "--frozen-slopes")
+    assert bad.exit_code == 2 and "piecewise-linear activation" in bad.output
 
 
 def test_train_predict_digits_json():

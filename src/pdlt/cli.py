@@ -747,8 +747,14 @@ def train_predict(
                          "fully trained t = ∞ network).", rich_help_panel=_TRAIN)] = False,
     finite_width: Annotated[bool, typer.Option(
         "--finite-width", help="Also the O(1/n) trained mean (Ch. ∞: H¹, NTK fluctuations, dNTK, ddNTK; "
-                               "pdlt.theory.finite_width_mean). Costly for many inputs; tanh-like activations "
-                               "verified, ReLU only about half (kinks).", rich_help_panel=_TRAIN)] = False,
+                               "pdlt.theory.finite_width_mean). Costly for many inputs; verified for smooth activations, and for "
+                               "ReLU against --frozen-slopes networks (real ReLU networks also cross kinks).",
+                               rich_help_panel=_TRAIN)] = False,
+    frozen_slopes: Annotated[bool, typer.Option(
+        "--frozen-slopes", help="Piecewise-linear activations: train networks whose hidden neurons keep their "
+                                "initialization slope at each input (the network the a.e. 1/n expansion "
+                                "describes; the kink crossings of real networks removed).",
+                                rich_help_panel=_TRAIN)] = False,
     networks: Annotated[int, typer.Option(help="Networks trained.", rich_help_panel=_MC)] = 500,
     seed: Seed = 0,
     plot: Annotated[str | None, typer.Option(
@@ -801,7 +807,7 @@ def train_predict(
                 raise ValueError(str(exc)) from None
         run = dict(eta=eta, steps=steps)
     m = train_ensemble(net, XA, yA, XB, networks, seed, y_test=yB, groups=max(2, min(20, networks)),
-                       progress=False if json_ else None, **run)
+                       progress=False if json_ else None, frozen_slopes=frozen_slopes, **run)
     fw = None
     if finite_width:
         from .theory.finite_width import finite_width_mean
@@ -821,7 +827,7 @@ def train_predict(
     path = None
     if plot is not None:
         path = str(plots.plot_training_prediction(th, m, plot))
-    method = "newton step" if newton else "gradient descent"
+    method = ("newton step" if newton else "gradient descent") + (", frozen slopes" if frozen_slopes else "")
     if json_:
         rows = [{"test_input": b, "y": yB[b], "theory_mean": th.mean[b], "measured_mean": m.mean.mean[b],
                  "mean_stderr": m.mean.stderr[b], "z_mean": z_mean[b], "theory_variance": th.variance[b],
@@ -832,7 +838,8 @@ def train_predict(
         _emit_json({"net": net.to_dict(), "data": {"spec": data, "description": desc, "seed": data_seed,
                                                    "X_train": XA, "y_train": yA, "X_test": XB, "y_test": yB},
                     "training": {"method": method, "eta": None if newton else eta, "eta_max": eta_max,
-                                 "steps": 1 if newton else steps, "networks": m.networks, "seed": m.seed},
+                                 "steps": 1 if newton else steps, "networks": m.networks, "seed": m.seed,
+                                 "frozen_slopes": frozen_slopes},
                     "theory": th.to_dict(), "measured": m.to_dict() | {"test_error": err.to_dict()},
                     "rows": rows,
                     "summary_rows": [{"name": nm, "theory": t, "measured": e.to_dict(), "z": z,
