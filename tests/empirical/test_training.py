@@ -68,6 +68,20 @@ ORACLE_NETS = {
 }
 
 
+def _autograd_descent(torch, net, Ws, bs, z_train, Y, eta, steps):
+    """``steps`` steps of θ ← θ − η λ ∂L/∂θ on the torch leaves Ws, bs (in place); the losses before each."""
+    L, losses = net.depth, []
+    for _ in range(steps):
+        loss = 0.5 * ((z_train() - torch.tensor(Y)) ** 2).sum()
+        losses.append(loss.item())
+        grads = torch.autograd.grad(loss, Ws + bs)
+        with torch.no_grad():
+            for l in range(L):
+                Ws[l] -= eta * net.lambda_W[l] / net.widths[l] * grads[l]
+                bs[l] -= eta * net.lambda_b[l] * grads[L + l]
+    return losses
+
+
 @pytest.mark.torch
 @pytest.mark.parametrize("steps", [1, 3])
 @pytest.mark.parametrize("name", sorted(ORACLE_NETS))
@@ -95,15 +109,7 @@ def test_gradient_descent_matches_autograd(name, steps):
                 h = act(z)
             return z
 
-        losses = []
-        for _ in range(steps):
-            loss = 0.5 * ((f(XA) - torch.tensor(Y)) ** 2).sum()
-            losses.append(loss.item())
-            grads = torch.autograd.grad(loss, Ws + bs)
-            with torch.no_grad():
-                for l in range(L):
-                    Ws[l] -= eta * net.lambda_W[l] / net.widths[l] * grads[l]
-                    bs[l] -= eta * net.lambda_b[l] * grads[L + l]
+        losses = _autograd_descent(torch, net, Ws, bs, lambda: f(XA), Y, eta, steps)
         with torch.no_grad():
             np.testing.assert_allclose(res.z_test[e], f(XB).numpy(), rtol=0, atol=1e-12)
             for l in range(L):
@@ -141,13 +147,7 @@ def test_frozen_slopes_match_autograd():
             return z
 
         f(XA, "A"), f(XB, "B")  # slopes at initialization
-        for _ in range(steps):
-            loss = 0.5 * ((f(XA, "A") - torch.tensor(Y)) ** 2).sum()
-            grads = torch.autograd.grad(loss, Ws + bs)
-            with torch.no_grad():
-                for l in range(L):
-                    Ws[l] -= eta * net.lambda_W[l] / net.widths[l] * grads[l]
-                    bs[l] -= eta * net.lambda_b[l] * grads[L + l]
+        _autograd_descent(torch, net, Ws, bs, lambda: f(XA, "A"), Y, eta, steps)
         with torch.no_grad():
             np.testing.assert_allclose(res.z_test[e], f(XB, "B").numpy(), rtol=0, atol=1e-12)
 
