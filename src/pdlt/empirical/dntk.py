@@ -793,9 +793,7 @@ def measure_dntk(net: MLP, X, networks: int = 1000, seed: int = 0, *, layers=Non
                 if not np.isfinite(F).all():
                     raise engine.PreactivationOverflowError(
                         f"non-finite dNTK feature {k} at layer {l}; lower C_W, λ or the depth")
-                acc = sums[(l, k)]
-                for lo, hi in segments:
-                    acc[gid[lo]] = engine._ordered_add(acc[gid[lo]], F[lo:hi])
+                engine._add_by_group(sums[(l, k)], F, gid, segments)
 
     show = (E * chosen[-1] >= 200 and sys.stderr.isatty()) if progress is None else bool(progress)
     with engine._progress_bar(show, E, f"dNTK: {E} networks, depth {chosen[-1]}") as bar:

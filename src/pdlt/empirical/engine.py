@@ -576,6 +576,13 @@ def _ordered_add(acc: np.ndarray, rows: np.ndarray) -> np.ndarray:
     return np.add.accumulate(block, axis=0)[-1]
 
 
+def _add_by_group(acc: np.ndarray, F: np.ndarray, gid: np.ndarray, segments: list) -> None:
+    """Add the rows of F (one per network of a shard) into their jackknife groups ``acc[g]``, each
+    run [lo, hi) of one group in order (:func:`_shard_segments`, :func:`_ordered_add`)."""
+    for lo, hi in segments:
+        acc[gid[lo]] = _ordered_add(acc[gid[lo]], F[lo:hi])
+
+
 def _shard_segments(starts: np.ndarray, a: int, b: int) -> tuple[np.ndarray, list]:
     """Jackknife group of each network a..b−1 (gid, offsets from a) and the runs [lo, hi) of equal group."""
     gid = np.searchsorted(starts, np.arange(a, b), side="right") - 1
@@ -908,10 +915,7 @@ def accumulate(net: MLP, X, features: Iterable, networks: int = 1000, seed: int 
                 with np.errstate(all="ignore"):  # overflow is detected and reported per layer below
                     for l, name, F in _shard_features(net, X, be, cfg["method"], cfg["seed"], a, b, chosen,
                                                       feats, shapes):
-                        acc = sums[(l, name)]
-                        for lo, hi in segments:
-                            g = gid[lo]
-                            acc[g] = _ordered_add(acc[g], F[lo:hi])
+                        _add_by_group(sums[(l, name)], F, gid, segments)
             _shard_loop(E, shard, starts, sums, store, bar, accumulate)
     counts = np.diff(starts)
     return Accumulation(net, X, E, cfg["seed"], G, cfg["method"], be.name, be.device, shard, chosen,

@@ -429,9 +429,7 @@ def measure_ntk(net: MLP, X, networks: int = 1000, seed: int = 0, *, layers=None
                 if l not in chosen:
                     continue
                 for k, F in _features(zt, Hp, N).items():
-                    acc = sums[(l, k)]
-                    for lo, hi in segments:
-                        acc[gid[lo]] = engine._ordered_add(acc[gid[lo]], F[lo:hi])
+                    engine._add_by_group(sums[(l, k)], F, gid, segments)
 
     show = (E * chosen[-1] >= 2000 and __import__("sys").stderr.isatty()) if progress is None else bool(progress)
     with engine._progress_bar(show, E, f"NTK: {E} networks, depth {chosen[-1]}") as bar:

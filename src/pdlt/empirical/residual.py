@@ -176,11 +176,8 @@ def accumulate(net: MLP, xi: float, X, features: Iterable, networks: int = 1000,
     starts = engine._group_starts(E, G)
     chosen = set(layers)
     ops = _NumpyOps()
-    for a in range(0, E, shard):
-        b = min(a + shard, E)
-        gid = np.searchsorted(starts, np.arange(a, b), side="right") - 1
-        cuts = np.flatnonzero(np.diff(gid)) + 1
-        segments = list(zip(np.concatenate(([0], cuts)), np.concatenate((cuts, [b - a]))))
+
+    def accumulate_shard(a, b, gid, segments):
         with np.errstate(all="ignore"):
             for l, z in _stream(net, xi, X, method, a, b, seed, layers[-1]):
                 if l not in chosen:
@@ -189,9 +186,9 @@ def accumulate(net: MLP, xi: float, X, features: Iterable, networks: int = 1000,
                     F = np.asarray(f(z, ops), dtype=np.float64)
                     if not np.isfinite(F).all():
                         raise PreactivationOverflowError(f"feature {f.name!r} is not finite at layer {l}")
-                    acc = sums[(l, f.name)]
-                    for lo, hi in segments:
-                        acc[gid[lo]] = engine._ordered_add(acc[gid[lo]], F[lo:hi])
+                    engine._add_by_group(sums[(l, f.name)], F, gid, segments)
+
+    engine._shard_loop(E, shard, starts, sums, None, engine._NoBar(), accumulate_shard)
     return Accumulation(net, X, E, seed, G, f"residual-{method}", "numpy", "cpu", shard, layers, feats,
                         sums, np.diff(starts))
 

@@ -506,10 +506,8 @@ def train_ensemble(net: MLP, X_train, y_train, X_test, networks: int = 200, seed
         feats = {"z": z, "zz": z @ z.mT / nL, "z0": z0, "zz0": z0 @ z0.mT / nL, "loss": loss}
         if Yt is not None:
             feats["err"] = (z - Yt) ** 2
-        for lo, hi in segments:
-            for k, F in feats.items():
-                acc = sums[(L, k)]
-                acc[gid[lo]] = engine._ordered_add(acc[gid[lo]], F[lo:hi])
+        for k, F in feats.items():
+            engine._add_by_group(sums[(L, k)], F, gid, segments)
 
     with engine._progress_bar(show, E, f"training {E} networks, {steps} steps") as bar, _blas_threads(1):
         engine._shard_loop(E, shard, starts, sums, store, bar, accumulate,
