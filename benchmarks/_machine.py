@@ -38,6 +38,13 @@ def machine(**extra) -> dict:
             "python": platform.python_version(), "numpy": np.__version__, "pdlt": version, **extra}
 
 
+def machine_line(doc: dict, settings: str) -> str:
+    """The report's "machine :" line: CPU, cores, the script's ``settings`` and the load at start and end."""
+    m = doc["machine"]
+    return (f"machine : {m['cpu']}; {m['cores']} cores ({m['cores_usable']} usable); {settings}; load average "
+            f"{', '.join(map(str, m['load_average']))} (start), {', '.join(map(str, doc['load_average_end']))} (end)")
+
+
 def finish(doc: dict, t0: float, as_json: bool, report) -> None:
     """Stamp the end load and total time on ``doc``, then print it as one JSON document or as ``report``."""
     doc["load_average_end"] = [round(x, 2) for x in os.getloadavg()]

@@ -135,10 +135,8 @@ def row(n_out: int, networks: int, seed: int, budget: float, full: bool, log) ->
 def report(doc: dict) -> None:
     m = doc["machine"]
     print("pdlt NTK benchmark: forward equation vs torch.func autodiff (issue 4)")
-    print(f"machine : {m['cpu']}; {m['cores']} cores ({m['cores_usable']} usable); torch threads "
-          f"{m['torch_threads']}; numpy BLAS {m['numpy_blas']}; OMP_NUM_THREADS={m['OMP_NUM_THREADS']}; "
-          f"load average {', '.join(map(str, m['load_average']))} (start), "
-          f"{', '.join(map(str, doc['load_average_end']))} (end)")
+    print(_machine.machine_line(doc, f"torch threads {m['torch_threads']}; numpy BLAS {m['numpy_blas']}; "
+                                     f"OMP_NUM_THREADS={m['OMP_NUM_THREADS']}"))
     print(f"software: python {m['python']}, numpy {m['numpy']}, torch {m['torch']}, pdlt {m['pdlt']}")
     print(f"networks: width {WIDTH}, depth {DEPTH}, tanh critical (C_b = 0, C_W = 1, λ_b = λ_W = 1), "
           f"N = {N_INPUTS} inputs, float64, CPU; NTK of layer L, (E, n_L, n_L, N, N)\n")

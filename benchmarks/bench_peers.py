@@ -160,9 +160,7 @@ def row(act, layer, C_b, C_W, N, N_target, nt_python, tmp, log) -> dict:
 def report(doc: dict) -> None:
     m = doc["machine"]
     print("pdlt peers benchmark: infinite-width K^(L), Θ^(L) vs neural-tangents (issue 7)")
-    print(f"machine : {m['cpu']}; {m['cores']} cores ({m['cores_usable']} usable); "
-          f"OPENBLAS_NUM_THREADS={m['OPENBLAS_NUM_THREADS']}; load average "
-          f"{', '.join(map(str, m['load_average']))} (start), {', '.join(map(str, doc['load_average_end']))} (end)")
+    print(_machine.machine_line(doc, f"OPENBLAS_NUM_THREADS={m['OPENBLAS_NUM_THREADS']}"))
     nt = next((r["nt"] for r in doc["rows"] if "nt" in r), None)
     print(f"software: python {m['python']}, numpy {m['numpy']}, pdlt {m['pdlt']}"
           + (f"; neural-tangents {nt['nt']}, jax {nt['jax']} ({nt['devices']}; import {nt['import']:.1f} s)"

@@ -135,9 +135,7 @@ def theory_scaling(Ns: list[int], log) -> list[dict]:
 def report(doc: dict) -> None:
     m = doc["machine"]
     print("pdlt scaling benchmark: ensemble throughput vs GEMM peak; finite-width theory vs N (issue 7)")
-    print(f"machine : {m['cpu']}; {m['cores']} cores ({m['cores_usable']} usable); numpy BLAS {m['numpy_blas']}; "
-          f"OPENBLAS_NUM_THREADS={m['OPENBLAS_NUM_THREADS']}; load average "
-          f"{', '.join(map(str, m['load_average']))} (start), {', '.join(map(str, doc['load_average_end']))} (end)")
+    print(_machine.machine_line(doc, f"numpy BLAS {m['numpy_blas']}; OPENBLAS_NUM_THREADS={m['OPENBLAS_NUM_THREADS']}"))
     print(f"software: python {m['python']}, numpy {m['numpy']}, pdlt {m['pdlt']}\n")
     print(f"1. Throughput: width {WIDTH}, depth {DEPTH}, tanh critical, N = {N_IN}, float64; "
           f"GEMM peak {doc['gemm_gflops']:.2f} GFLOP/s (2000² matmul)")
