@@ -1099,6 +1099,11 @@ def _fw_cfg(sched, networks, widths=(32, 64, 128)):
             "widths": list(widths)}
 
 
+def _fw_net(cfg, n: int) -> pdlt.MLP:
+    return pdlt.MLP(4, n, cfg["depth"], cfg["activation"], C_b=cfg["C_b"], C_W=cfg["C_W"],
+                    lambda_b=LAMBDA_B, lambda_W=LAMBDA_W, output_dim=1)
+
+
 @register(
     "finite_width", title="Learning at finite width: the 1/n correction to the trained mean",
     observable="the 1/n coefficient c of E[z(T)] = m^∞ + c/n at the test inputs",
@@ -1110,8 +1115,9 @@ def _fw_cfg(sched, networks, widths=(32, 64, 128)):
         "n·(E[z(T)] − m^∞) is extrapolated to n = ∞ by a weighted fit a + b/√n (the residual's measured "
         "order; see the twin test) and compared with the theory's coefficient c = H¹ + NTK fluctuations "
         "+ dNTK + ddNTK of pdlt.theory.finite_width_mean. Threshold: the family-wise k, no allowance (the "
-        "extrapolation removes the higher orders). ReLU is not in this check: its kink crossings are "
-        "an O(1/n) effect the a.e. expansion misses (documented in the twin test)."),
+        "extrapolation removes the higher orders). ReLU is not in this check: real ReLU networks cross their "
+        "kinks during training, which the a.e. expansion leaves out (O(1/n) at test inputs after one Newton "
+        "step, O(n^-1/2) after two or more steps; pdlt.theory.finite_width, tests/test_finite_width_twin.py)."),
     requires=("pdlt.empirical.training:train_ensemble", "pdlt.theory.finite_width:finite_width_mean"),
     settings={
         "test": {"configs": [_fw_cfg("newton", 20000)], "groups": 40, "seed": 901},
@@ -1135,24 +1141,23 @@ def finite_width(ctx):
         seed = ctx.seed + i
         label = f"tanh L=2 {'Newton step' if cfg['sched'] == 'newton' else 'GD 16 steps at η*/4'}"
         ctx.status(label)
+        # m^∞, η* and the 1/n coefficients do not depend on n: one theory for every width
+        net = _fw_net(cfg, cfg["widths"][0])
+        run = (dict(newton=True) if cfg["sched"] == "newton"
+               else dict(eta=0.25 * max_learning_rate(net, XA), steps=16))
+        p = finite_width_mean(net, XA, yA, XB, **run)
         rows = []
         for n in cfg["widths"]:
-            net = pdlt.MLP(4, n, cfg["depth"], cfg["activation"], C_b=cfg["C_b"], C_W=cfg["C_W"],
-                           lambda_b=LAMBDA_B, lambda_W=LAMBDA_W, output_dim=1)
-            run = (dict(newton=True) if cfg["sched"] == "newton"
-                   else dict(eta=0.25 * max_learning_rate(net, XA), steps=16))
-            p = finite_width_mean(net, XA, yA, XB, **run)
-
-            key = f"{label} n={n}"
+            net, key = _fw_net(cfg, n), f"{label} n={n}"
 
             def compute(net=net, run=run, key=key):
                 m = train_ensemble(net, XA, yA, XB, cfg["networks"], seed, groups=s["groups"], progress=False,
                                    shard_size=_shard(cfg["networks"]), checkpoint=ctx.checkpoint(key), **run).mean
                 return {"mean": np.asarray(m.mean).reshape(-1), "stderr": np.asarray(m.stderr).reshape(-1)}
             part = ctx.part(key, compute)
-            rows.append((n, n * (part["mean"] - p.infinite), n * part["stderr"], p.correction))
+            rows.append((n, n * (part["mean"] - p.infinite), n * part["stderr"]))
         a, sa, _ = _inv_n_fit([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], power=0.5)
-        results.append((cfg, label, seed, rows, Estimate(a, sa, cfg["networks"]), rows[0][3]))
+        results.append((cfg, label, seed, rows, Estimate(a, sa, cfg["networks"]), p.correction))
     k = bonferroni(sum(r[4].mean.size for r in results))
     for cfg, label, seed, rows, est, c in results:
         ctx.add_rows([_row(label, "1/n coefficient of E[z(T)]", cfg["depth"], c, est, k,
@@ -1160,7 +1165,7 @@ def finite_width(ctx):
                                 + ", ".join(str(r[0]) for r in rows))])
         z0 = float(np.max(np.abs(est.mean / est.stderr)))
         ctx.note(f"{label}: the infinite-width prediction alone (c = 0) would give max |z| = {z0:.1f}; the "
-                 f"dNTK and ddNTK parts are {np.round(c - 0, 3).tolist()} in total with the frozen-NTK parts.")
+                 f"theory's c (H¹, NTK fluctuations, dNTK and ddNTK parts together) is {np.round(c, 3).tolist()}.")
         run = "newton=True" if cfg["sched"] == "newton" else "eta=0.25 * max_learning_rate(net, XA), steps=16"
         ctx.snippet(
             f"# {label}\nfrom pdlt.empirical import train_ensemble\nfrom pdlt.theory import finite_width_mean\n"
