@@ -28,6 +28,7 @@ from scipy import stats
 import pdlt
 from pdlt import MLP
 from pdlt.empirical import measure_dntk
+from pdlt.estimate import _line_fit
 
 FULL = os.environ.get("PDLT_SLOW") == "full"
 SEEDS = [int(s) for s in os.environ.get("PDLT_TWIN_SEEDS", "5").split(",")]
@@ -65,14 +66,7 @@ def _sweep(act, C_b, C_W, N, seed, ddntk):
 
 def _fit(ns, y, se):
     """Weighted a + b/n per entry: y, se (W, ...) → a, σ_a, b (...)."""
-    x = 1.0 / np.asarray(ns, dtype=float)
-    w = 1.0 / se ** 2
-    S, Sx, Sxx = w.sum(0), (w * x[:, None, None, None, None]).sum(0), (w * x[:, None, None, None, None] ** 2).sum(0)
-    Sy, Sxy = (w * y).sum(0), (w * x[:, None, None, None, None] * y).sum(0)
-    det = S * Sxx - Sx ** 2
-    a = (Sxx * Sy - Sx * Sxy) / det
-    b = (S * Sxy - Sx * Sy) / det
-    return a, np.sqrt(Sxx / det), b
+    return _line_fit(1.0 / np.asarray(ns, dtype=float), y, se)[:3]
 
 
 def _chi2_given_intercept(ns, y, se, a):

@@ -71,6 +71,7 @@ import pytest
 from pdlt import MLP
 from pdlt.empirical.ntk import sample_parameters
 from pdlt.empirical.training import train_ensemble, train_networks
+from pdlt.estimate import _line_fit
 from pdlt.theory.finite_width import finite_width_mean
 from pdlt.theory.training import max_learning_rate
 
@@ -100,12 +101,10 @@ def schedule(net, sched):
 
 def fit_intercept(ns, d, s, power=1.0):
     """Weighted least squares d = a + b/n^power; returns (a, σ_a, χ²/dof)."""
-    ns, d, s = map(np.asarray, (ns, d, s))
-    M = np.stack([np.ones_like(ns, dtype=float), ns ** -power], axis=1) / s[:, None]
-    cov = np.linalg.inv(M.T @ M)
-    coef = cov @ M.T @ (d / s)
-    chi2 = float(np.sum(((d - coef[0] - coef[1] * ns ** -power) / s) ** 2))
-    return coef[0], np.sqrt(cov[0, 0]), chi2 / max(len(ns) - 2, 1)
+    x = np.asarray(ns, dtype=float) ** -power
+    a, sa, b, _ = _line_fit(x, d, s)
+    chi2 = float(np.sum(((np.asarray(d) - a - b * x) / np.asarray(s)) ** 2))
+    return a, sa, chi2 / max(len(x) - 2, 1)
 
 
 def all_layers_net(act, width, depth=2, output_dim=1):

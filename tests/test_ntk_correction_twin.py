@@ -17,6 +17,7 @@ import pytest
 import pdlt
 from pdlt import MLP
 from pdlt.empirical import ntk
+from pdlt.estimate import _line_fit
 from pdlt.theory.ntk_correction import ntk_mean_correction
 
 K_SIGMA = 4.0
@@ -33,10 +34,7 @@ NETWORKS = ({12: 120000, 16: 60000, 24: 24000} if REDUCED
 
 def _fit_a_plus_b_over_n(ns, y, se):
     """Weighted least squares y = a + b/n; returns (a, σ_a, b, σ_b)."""
-    M = np.stack([np.ones_like(ns), 1.0 / ns], axis=1) / se[:, None]
-    cov = np.linalg.inv(M.T @ M)
-    coef = cov @ M.T @ (y / se)
-    return coef[0], np.sqrt(cov[0, 0]), coef[1], np.sqrt(cov[1, 1])
+    return _line_fit(1.0 / ns, y, se)
 
 
 def _sweep(act, layers):

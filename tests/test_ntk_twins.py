@@ -22,6 +22,7 @@ import pytest
 import pdlt
 from pdlt import MLP
 from pdlt.empirical import ntk
+from pdlt.estimate import _line_fit
 from pdlt.observables import NTK_ROWS, compare, family_threshold
 
 K_SIGMA = 4.0
@@ -99,19 +100,13 @@ SWEEP_NETWORKS = 8000 if FULL else 4000
 
 
 def _fit_a_plus_b_over_n(ns, y, se):
-    """Weighted least squares y = a + b/n; returns (a, σ_a, b)."""
-    M = np.stack([np.ones_like(ns), 1.0 / ns], axis=1) / se[:, None]
-    cov = np.linalg.inv(M.T @ M)
-    coef = cov @ M.T @ (y / se)
-    return coef[0], np.sqrt(cov[0, 0]), coef[1]
+    """Weighted least squares y = a + b/n; returns (a, σ_a, b, σ_b)."""
+    return _line_fit(1.0 / ns, y, se)
 
 
 def _fit_line(x, y, se):
     """Weighted least squares y = c + s·x; returns (s, σ_s)."""
-    M = np.stack([np.ones_like(x), x], axis=1) / se[:, None]
-    cov = np.linalg.inv(M.T @ M)
-    coef = cov @ M.T @ (y / se)
-    return coef[1], np.sqrt(cov[1, 1])
+    return _line_fit(x, y, se)[2:]
 
 
 def _normalized(mm):
@@ -155,7 +150,7 @@ def test_ntk_width_sweep_approaches_theory(sweep):
     """(A + 2B)/Θ² measured = a + b/n with a the leading-order theory (width-independent)."""
     ns, y, se, _, _, theo = sweep
     np.testing.assert_allclose(theo, theo[0], rtol=1e-9)   # leading order: no width dependence
-    a, sa, _ = _fit_a_plus_b_over_n(ns, y, se)
+    a, sa, _, _ = _fit_a_plus_b_over_n(ns, y, se)
     assert abs(a - theo[0]) <= K_SIGMA * sa, (a, sa, theo[0], y, se)
     # the check has power: the theory value is resolved far from zero
     assert abs(a) > K_SIGMA * sa
@@ -172,7 +167,7 @@ def test_ntk_fluctuation_scales_as_1_over_n(sweep):
     ns, y, se, var, se_var, _ = sweep
     assert np.all(var > 0)
     s, ss = _fit_line(np.log(ns), np.log(var), se_var / var)
-    a, _, b = _fit_a_plus_b_over_n(ns, y, se)
+    a, _, b, _ = _fit_a_plus_b_over_n(ns, y, se)
     allowance = abs(b / (a * ns[0] + b))
     assert abs(s + 1.0) <= K_SIGMA * ss + allowance, (s, ss, allowance, var, se_var)
     # the check has power: Var ∝ n^{-1/2} or no decay at all would fail it
@@ -205,10 +200,8 @@ def test_tanh_A_width_sweep(seed):
         y.append(float(np.ravel(e.mean)[0]))
         se.append(float(np.ravel(e.stderr)[0]))
     ns, y, se = (np.array(a, dtype=float) for a in (ns, y, se))
-    a, sa, b = _fit_a_plus_b_over_n(ns, y, se)
+    a, sa, b, sb = _fit_a_plus_b_over_n(ns, y, se)
     assert abs(a - A_th) <= K_SIGMA * sa, (a, sa, A_th, y, se)
     assert abs(a) > 10 * sa
     # the residual is a resolved 1/n term (σ_b from the same weighted fit)
-    M = np.stack([np.ones_like(ns), 1.0 / ns], axis=1) / se[:, None]
-    sb = float(np.sqrt(np.linalg.inv(M.T @ M)[1, 1]))
     assert b > K_SIGMA * sb, (b, sb)

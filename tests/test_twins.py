@@ -17,6 +17,7 @@ import pytest
 import pdlt.theory
 from pdlt import MLP
 from pdlt.empirical import measure
+from pdlt.estimate import _line_fit
 from pdlt.observables import TABLE, compare, family_threshold
 
 K_SIGMA = 4.0   # the floor; the family-wise (Bonferroni) threshold is used over many entries
@@ -120,10 +121,7 @@ def test_non_uniform_widths_twin():
 
 def _fit_a_plus_b_over_n(ns, y, se):
     """Weighted least squares y = a + b/n; returns (a, σ_a)."""
-    A = np.stack([np.ones_like(ns), 1.0 / ns], axis=1) / se[:, None]
-    cov = np.linalg.inv(A.T @ A)
-    coef = cov @ A.T @ (y / se)
-    return coef[0], np.sqrt(cov[0, 0])
+    return _line_fit(1.0 / ns, y, se)[:2]
 
 
 FULL = os.environ.get("PDLT_SLOW") == "full"

@@ -53,3 +53,18 @@ class Estimate:
     def to_dict(self) -> dict:
         return {"mean": np.asarray(self.mean).tolist(), "stderr": np.asarray(self.stderr).tolist(),
                 "count": int(self.count)}
+
+
+def _line_fit(x, y, se):
+    r"""Weighted least squares :math:`y = a + b\,x` (weights 1/se²), entry by entry over trailing axes.
+
+    The width sweeps of the twin tests and of ``pdlt verify`` fit n·(measured − theory) = a + b·n^{-p}
+    with x = n^{-p}. x (W,); y, se (W, ...) → a, σ_a, b, σ_b, each of shape (...).
+    """
+    y, se = np.asarray(y, dtype=np.float64), np.asarray(se, dtype=np.float64)
+    x = np.asarray(x, dtype=np.float64).reshape((-1,) + (1,) * (y.ndim - 1))
+    w = 1.0 / se ** 2
+    S, Sx, Sxx = w.sum(0), (w * x).sum(0), (w * x * x).sum(0)
+    Sy, Sxy = (w * y).sum(0), (w * x * y).sum(0)
+    det = S * Sxx - Sx ** 2
+    return (Sxx * Sy - Sx * Sxy) / det, np.sqrt(Sxx / det), (S * Sxy - Sx * Sy) / det, np.sqrt(S / det)

@@ -23,6 +23,7 @@ import numpy as np
 import pdlt
 
 from ..empirical import measure
+from ..estimate import _line_fit
 from ..observables import compare, distinct_entries, family_threshold, first_order_effect
 from ._core import Measured, Row, bonferroni, pack_estimates, register
 
@@ -719,13 +720,8 @@ def _dntk_label(cfg) -> str:
 
 def _inv_n_fit(ns, y, se, power: float = 1.0):
     """Weighted least squares y = a + b/n^power, entry by entry: y, se of shape (widths, ...) → a, σ_a, b."""
-    y, se = np.asarray(y, dtype=np.float64), np.asarray(se, dtype=np.float64)
-    x = (np.asarray(ns, dtype=np.float64) ** -power).reshape((-1,) + (1,) * (y.ndim - 1))
-    w = 1.0 / se ** 2
-    S, Sx, Sxx = w.sum(0), (w * x).sum(0), (w * x * x).sum(0)
-    Sy, Sxy = (w * y).sum(0), (w * x * y).sum(0)
-    det = S * Sxx - Sx ** 2
-    return (Sxx * Sy - Sx * Sxy) / det, np.sqrt(Sxx / det), (S * Sxy - Sx * Sy) / det
+    a, sa, b, _ = _line_fit(np.asarray(ns, dtype=np.float64) ** -power, y, se)
+    return a, sa, b
 
 
 def _chi2_fixed_intercept(ns, y, se, a):
