@@ -41,11 +41,19 @@ class Expectations:
         agrees with order :data:`ORDER4_REFERENCE` to ``tol4`` relative; the error estimate of the
         last call is kept in ``quad4_error``.
     tol4 : relative tolerance for that choice.
+    kinks : for a kinked σ, how the σ″, σ‴ that come from the forward equation are taken (by
+        :mod:`pdlt.theory.dntk`): "a.e." (default; zero: the network whose neurons keep their slope)
+        or "delta" (δ-functions, :mod:`pdlt.theory._delta`: the network whose neurons may cross the kink).
     """
 
+    KINKS = ("a.e.", "delta")
+
     def __init__(self, act: Activation, order2: int | None = None, order4: int | None = None,
-                 tol4: float = 1e-5):
+                 tol4: float = 1e-5, kinks: str = "a.e."):
+        if kinks not in self.KINKS:
+            raise ValueError(f"kinks must be one of {self.KINKS}, got {kinks!r}")
         self.act = act
+        self.kinks = kinks
         self._order2 = order2
         self.order4 = order4
         self.tol4 = tol4

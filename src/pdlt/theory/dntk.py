@@ -165,6 +165,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import gaussian
+from ._delta import check_delta_activation, delta_moments, delta_tensor
 from ._gauss import Expectations
 from .ntk import _d1_spsig, _fn, _sp2_single, check_ntk_activation, mixed4, sp_sp
 
@@ -194,10 +195,22 @@ def keeps_explicit_sigma2(act) -> bool:
 
 def explicit_mixed4(K: np.ndarray, orders, E: Expectations) -> np.ndarray:
     """:func:`~pdlt.theory.ntk.mixed4` for moments whose σ''/σ''' factors come from the forward
-    equation: zero for a kinked σ when any order is ≥ 2 (a.e. convention)."""
+    equation.  For a kinked σ when any order is ≥ 2: zero (a.e. convention) or, with
+    ``E.kinks == "delta"``, the δ-function moment (NaN where inputs coincide; :mod:`pdlt.theory._delta`)."""
     if max(orders) > 1 and not keeps_explicit_sigma2(E.act):
+        if _delta_kinks(E):
+            orders = tuple(orders)
+            return E._memo(f"delta4_{orders}", K, lambda: delta_tensor(E.act, K, orders))
         return np.zeros((K.shape[0],) * 4)
     return mixed4(K, orders, E)
+
+
+def _delta_kinks(E: Expectations) -> bool:
+    """True when a kinked σ's explicit σ'', σ''' are δ-functions (``E.kinks == "delta"``)."""
+    if E.act.smooth or getattr(E, "kinks", "a.e.") != "delta":
+        return False
+    check_delta_activation(E.act)
+    return True
 
 
 def _one_d(E: Expectations, K, counts) -> np.ndarray:
@@ -207,7 +220,12 @@ def _one_d(E: Expectations, K, counts) -> np.ndarray:
 
 def _explicit_one_d(E: Expectations, K, counts) -> np.ndarray:
     if (counts[2] or counts[3]) and not keeps_explicit_sigma2(E.act):
-        return np.zeros_like(np.asarray(K, dtype=np.float64))
+        K = np.asarray(K, dtype=np.float64)
+        if _delta_kinks(E):
+            req = tuple((0, o) for o in range(4) for _ in range(counts[o]))
+            return np.array([delta_moments(E.act, np.full((1, 1), k), [req])[0]
+                             for k in K.reshape(-1)]).reshape(K.shape)
+        return np.zeros_like(K)
     return _one_d(E, K, counts)
 
 
@@ -216,7 +234,7 @@ def explicit_pair(K: np.ndarray, j: int, k: int, E: Expectations) -> np.ndarray:
     (zero for a kinked σ when j or k ≥ 2).  Off-diagonal from the pair table (j + k even, ≤ 4)."""
     N = K.shape[0]
     if max(j, k) > 1 and not keeps_explicit_sigma2(E.act):
-        return np.zeros((N, N))
+        return delta_tensor(E.act, K, (j, k)) if _delta_kinks(E) else np.zeros((N, N))
     out = E.pair_table(K)[(j, k)].copy()
     counts = [0, 0, 0, 0]
     counts[j] += 1
@@ -233,8 +251,12 @@ def stein_spsig(K: np.ndarray, E: Expectations) -> dict:
 
 def explicit_stein_sppsp(K: np.ndarray, E: Expectations) -> dict:
     r"""Stein coefficients ⟨∂_β(σ''_a σ'_b)⟩ (β = a: ⟨σ'''_aσ'_b⟩, key 0; β = b: ⟨σ''_aσ''_b⟩, key 1;
-    diagonal: ⟨σ'''σ' + σ''²⟩ on key 0).  The σ'' is explicit, so all zero for a kinked σ."""
+    diagonal: ⟨σ'''σ' + σ''²⟩ on key 0).  The σ'' is explicit: for a kinked σ all zero (a.e.) or the
+    δ-function moments (``E.kinks == "delta"``; the diagonal of key 0 is then NaN, ill-defined)."""
     N = K.shape[0]
+    if _delta_kinks(E):
+        eye = np.eye(N, dtype=bool)
+        return {0: delta_tensor(E.act, K, (3, 1)), 1: np.where(eye, 0.0, delta_tensor(E.act, K, (2, 2)))}
     if not keeps_explicit_sigma2(E.act):
         z = np.zeros((N, N))
         return {0: z, 1: z}

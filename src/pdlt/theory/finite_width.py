@@ -169,6 +169,18 @@ def dntk_statistics(s, nL: int) -> dict:
     return out
 
 
+def _delta_statistics(st: dict, MA: int) -> dict:
+    """The δ-convention statistics for one step: the entries a step moves a test output with (first
+    slot a test input, the rest training inputs) must be finite; the others (NaN where a δ meets σ′ at
+    one input) do not reach the test outputs after one step and are zeroed."""
+    A, B = slice(0, MA), slice(MA, None)
+    for name in ("dHz", "ddI"):
+        if name in st and not np.all(np.isfinite(st[name][B, A, A, A])):
+            raise ValueError(f"kinks='delta': the {name} entries of the test inputs are not finite; test "
+                             f"inputs collinear with training inputs?")
+    return {k: np.nan_to_num(x, nan=0.0) for k, x in st.items()}
+
+
 def _ntk_covariance(A, B, nL: int) -> np.ndarray:
     """n Cov(Ĥ_{I1I2}, Ĥ_{I3I4}) as an (M², M²) matrix (module docstring)."""
     C = _with_deltas(nL, [(A, "abcd", "pq", "rs"), (B, "acbd", "pr", "qs"), (B, "adbc", "ps", "qr")])
@@ -286,13 +298,19 @@ class FiniteWidthPrediction:
 
 
 def finite_width_mean(net: MLP, X_train, y_train, X_test, *, eta: float | None = None, steps=None,
-                      newton: bool = False, parts=PARTS) -> FiniteWidthPrediction:
+                      newton: bool = False, parts=PARTS, kinks: str = "a.e.") -> FiniteWidthPrediction:
     r"""Mean trained output at X_test to O(1/n) (module docstring; book Ch. ∞, §∞.2).
 
     X_train (N_A, n_0), y_train (N_A,) or (N_A, n_L), X_test (N_B, n_0).
     Gradient descent: ``eta`` and ``steps`` (an int, or None for t = ∞). ``newton=True``: ``steps``
     Newton steps (default 1, the giant leap) of the matrix rate Ĥ_AA⁻¹ (η = 1). The frozen parts need
     only M_t; the moving parts ("dNTK", "ddNTK") follow the algorithm step by step.
+
+    ``kinks`` (kinked σ only): "a.e." (default) predicts the network whose neurons keep their
+    initialization slopes (``train_ensemble(..., frozen_slopes=True)``), for every schedule; "delta"
+    predicts the real network, with the δ-function σ″, σ‴ (:mod:`pdlt.theory._delta`), for one Newton
+    step at test inputs distinct from the training inputs: the only case where kink crossings are
+    O(1/n) (module docstring).
     """
     from .network import theory as _theory
     from .ntk_correction import ntk_mean_correction
@@ -328,13 +346,25 @@ def finite_width_mean(net: MLP, X_train, y_train, X_test, *, eta: float | None =
         if eta >= eta_max:
             raise ValueError(f"eta = {eta:g} >= 2/λ_max(Θ̃) = {eta_max:g}: gradient descent diverges at "
                              f"infinite width; choose 0 < eta < {eta_max:g}")
+    if kinks not in ("a.e.", "delta"):
+        raise ValueError(f"kinks must be 'a.e.' or 'delta', got {kinks!r}")
+    delta = kinks == "delta" and not net.activation.smooth
+    if delta:
+        if not newton or steps != 1:
+            raise ValueError("kinks='delta' predicts one Newton step (newton=True, steps=1) only: after "
+                             "gradient-descent or further steps the kink crossings of a real network shift "
+                             "its mean by O(n^-1/2), beyond any 1/n expansion; use kinks='a.e.' (the "
+                             "frozen-slope network)")
+        if any(np.any(np.all(XA == x, axis=1)) for x in XB):
+            raise ValueError("kinks='delta': a test input equals a training input, where the δ-function "
+                             "terms are ill-defined (the real network's shift there is O(n^-1/2))")
     moving = [p for p in parts if p not in FROZEN_PARTS]
     if moving and not newton and eta is None:
         raise ValueError(f"the parts {moving} depend on the algorithm: give eta (and steps) or newton=True")
     NA, NB = XA.shape[0], XB.shape[0]
     MA = NA * nL
     X = np.vstack([XA, XB])
-    th = _theory(net, X, ntk=True, dntk=bool(moving), ddntk="ddNTK" in moving)
+    th = _theory(net, X, ntk=True, dntk=bool(moving), ddntk="ddNTK" in moving, kinks=kinks)
     s = th.layer(net.depth)
     Ik = np.eye(nL)
     Theta = np.kron(np.asarray(s.Theta), Ik)
@@ -365,6 +395,8 @@ def finite_width_mean(net: MLP, X_train, y_train, X_test, *, eta: float | None =
         out["NTK-fluct"] = acc.reshape(shape)
     if moving:
         st = dntk_statistics(s, nL)
+        if delta:
+            st = _delta_statistics(st, MA)
         K_AA = np.kron(np.asarray(s.K)[:NA, :NA], Ik)
         zero = np.zeros_like(st["dHz"])
         kw = dict(eta=eta, steps=steps, newton=newton)

@@ -91,11 +91,13 @@ def layer_step(state: LayerState, net: MLP, E: Expectations) -> LayerState:
                       g1_step(K, V, G1, C_W, r, E, coeffs=coeffs), **ntk)
 
 
-def _check_finite(state: LayerState, net: MLP) -> None:
+def _check_finite(state: LayerState, net: MLP, nan_ok=()) -> None:
     for name in ("K", "V", "G1") + OPTIONAL_FIELDS:
         arr = getattr(state, name)
         if arr is None:
             continue
+        if name in nan_ok:
+            arr = np.where(np.isnan(arr), 0.0, arr)   # ill-defined entries of the δ convention
         if name in OPTIONAL_FIELDS and not np.all(np.isfinite(arr)):
             raise ValueError(
                 f"NTK field {name} is not finite at layer {state.layer}: for a kinked activation "
@@ -110,7 +112,7 @@ def _check_finite(state: LayerState, net: MLP) -> None:
 
 
 def theory(net: MLP, X, *, order2: int | None = None, order4: int | None = None,
-           ntk: bool = False, dntk: bool = False, ddntk: bool = False) -> Theory:
+           ntk: bool = False, dntk: bool = False, ddntk: bool = False, kinks: str = "a.e.") -> Theory:
     r"""Run the leading-order recursions for K, V and G^{\{1\}} through every layer (book Ch. 4).
 
     Parameters
@@ -126,6 +128,10 @@ def theory(net: MLP, X, *, order2: int | None = None, order4: int | None = None,
     ddntk : also run the ddNTK recursions (R, S, T, U); implies ``dntk``.  For kinked activations
         (ReLU & co.) both use the a.e. convention: the σ″, σ‴ that come from the forward equation
         are zero (what autodiff gives per network; see :mod:`pdlt.theory.dntk`).
+    kinks : "a.e." (default, as just said) or "delta": for a kinked σ the explicit σ″, σ‴ are
+        δ-functions (:mod:`pdlt.theory._delta`), the expansion of a network whose neurons may cross
+        the kink when trained.  Entries where such a δ meets another factor at the same input are
+        ill-defined and NaN (only entries whose first input differs from the rest are finite).
 
     Repeated inputs are computed once and copied, so the theory is exact for them too.
     """
@@ -138,7 +144,7 @@ def theory(net: MLP, X, *, order2: int | None = None, order4: int | None = None,
     rank = np.empty_like(order)
     rank[order] = np.arange(order.size)
     Xu, inverse = X[np.sort(first)], rank[inverse.reshape(-1)]
-    E = Expectations(net.activation, order2=order2, order4=order4)
+    E = Expectations(net.activation, order2=order2, order4=order4, kinks=kinks)
     N = Xu.shape[0]
     C_b, C_W = net.hyper(1)
     dntk = dntk or ddntk
@@ -159,7 +165,7 @@ def theory(net: MLP, X, *, order2: int | None = None, order4: int | None = None,
     for _ in range(net.depth - 1):
         with np.errstate(over="ignore", invalid="ignore"):
             state = layer_step(state, net, E)
-        _check_finite(state, net)
+        _check_finite(state, net, nan_ok=DNTK_FIELDS + DDNTK_FIELDS if kinks == "delta" else ())
         states.append(state)
     if N != X.shape[0] or np.any(inverse != np.arange(N)):
         i = inverse
