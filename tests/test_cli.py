@@ -381,6 +381,24 @@ def test_train_predict_finite_width_column():
     assert table.exit_code == 0 and "mean 1/n" in table.output
 
 
+@pytest.mark.parametrize("frozen", [False, True])
+def test_train_predict_finite_width_relu_kinks(frozen):
+    """ReLU after --newton: real networks get the δ-function kink terms, --frozen-slopes networks the a.e. ones."""
+    from pdlt import MLP
+    from pdlt.theory.finite_width import finite_width_mean
+
+    result = run("train-predict", "--activation", "relu", "--width", "32", "--networks", "20", "--newton",
+                 "--data", "synthetic:3,2", "--finite-width", "--json", *(["--frozen-slopes"] if frozen else []))
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    d = doc["data"]
+    kinks = "a.e." if frozen else "delta"
+    assert doc["training"]["finite_width_kinks"] == kinks
+    net = MLP(len(d["X_train"][0]), 32, 2, "relu", C_b=0.0, C_W=2.0, lambda_b=0.5, lambda_W=1.0, output_dim=1)
+    want = finite_width_mean(net, d["X_train"], d["y_train"], d["X_test"], newton=True, kinks=kinks).total
+    np.testing.assert_allclose([r["finite_width_mean"] for r in doc["rows"]], want, rtol=1e-10)
+
+
 def test_train_predict_newton_relu_table():
     pytest.importorskip("pdlt.empirical.training")
     result = run("train-predict", "--activation", "relu", "--width", "64", "--networks", "40", "--newton",

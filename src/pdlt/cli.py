@@ -747,8 +747,10 @@ def train_predict(
                          "fully trained t = ∞ network).", rich_help_panel=_TRAIN)] = False,
     finite_width: Annotated[bool, typer.Option(
         "--finite-width", help="Also the O(1/n) trained mean (Ch. ∞: H¹, NTK fluctuations, dNTK, ddNTK; "
-                               "pdlt.theory.finite_width_mean). Costly for many inputs; verified for smooth activations, and for "
-                               "ReLU against --frozen-slopes networks (real ReLU networks also cross kinks).",
+                               "pdlt.theory.finite_width_mean). Costly for many inputs; verified for smooth activations; for "
+                               "ReLU against --frozen-slopes networks, and against real networks after --newton (the "
+                               "δ-function terms of the kinks; after gradient descent real ReLU networks differ by "
+                               "O(n^-1/2)).",
                                rich_help_panel=_TRAIN)] = False,
     frozen_slopes: Annotated[bool, typer.Option(
         "--frozen-slopes", help="Piecewise-linear activations: train networks whose hidden neurons keep their "
@@ -809,9 +811,11 @@ def train_predict(
     m = train_ensemble(net, XA, yA, XB, networks, seed, y_test=yB, groups=max(2, min(20, networks)),
                        progress=False if json_ else None, frozen_slopes=frozen_slopes, **run)
     fw = None
+    # real kinked networks after one Newton step: the δ-function terms of the kink crossings
+    kinks = "delta" if newton and not frozen_slopes and not act.smooth else "a.e."
     if finite_width:
         from .theory.finite_width import finite_width_mean
-        fw = finite_width_mean(net, XA, yA, XB, **run).total
+        fw = finite_width_mean(net, XA, yA, XB, kinks=kinks, **run).total
     allow = TRAIN_ALLOW / width
     z_mean = np.atleast_1d(m.mean.z_score(th.mean, allow))
     z_var = np.atleast_1d(m.variance.z_score(th.variance, allow))
@@ -839,7 +843,7 @@ def train_predict(
                                                    "X_train": XA, "y_train": yA, "X_test": XB, "y_test": yB},
                     "training": {"method": method, "eta": None if newton else eta, "eta_max": eta_max,
                                  "steps": 1 if newton else steps, "networks": m.networks, "seed": m.seed,
-                                 "frozen_slopes": frozen_slopes},
+                                 "frozen_slopes": frozen_slopes, "finite_width_kinks": kinks if finite_width else None},
                     "theory": th.to_dict(), "measured": m.to_dict() | {"test_error": err.to_dict()},
                     "rows": rows,
                     "summary_rows": [{"name": nm, "theory": t, "measured": e.to_dict(), "z": z,
