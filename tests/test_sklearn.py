@@ -1,5 +1,6 @@
-"""scikit-learn estimators for infinite-width networks (book Ch. 6, 10): equality with
-GaussianProcessRegressor and with pdlt.theory, sklearn API conformance, real data (digits)."""
+"""scikit-learn estimators for infinite-width networks (book Ch. 6, 10) and the finite-width trained
+mean (Ch. ∞): equality with GaussianProcessRegressor and with pdlt.theory, sklearn API conformance,
+real data (digits)."""
 
 import pickle
 import warnings
@@ -16,8 +17,9 @@ from sklearn.pipeline import make_pipeline                           # noqa: E40
 from sklearn.preprocessing import StandardScaler                     # noqa: E402
 
 from pdlt import MLP                                                 # noqa: E402
-from pdlt.sklearn import NNGPKernel, NNGPRegressor, NTKRegressor     # noqa: E402
+from pdlt.sklearn import FiniteWidthRegressor, NNGPKernel, NNGPRegressor, NTKRegressor  # noqa: E402
 from pdlt.theory import bayes, training                              # noqa: E402
+from pdlt.theory.finite_width import finite_width_mean               # noqa: E402
 
 RNG = np.random.default_rng(8)
 X = RNG.standard_normal((40, 5))
@@ -132,3 +134,118 @@ def test_errors():
         NNGPRegressor(depth=0).fit(X_TR, Y_TR)
     with pytest.raises(ValueError, match="NaN"):
         NNGPRegressor().fit(np.where(X_TR > 2, np.nan, X_TR), Y_TR)
+
+
+# ---------------------------------------------------------------------------------------------
+# FiniteWidthRegressor: the theory's cost grows like (N_A + N_B)^4, so 3 training and 2 test inputs
+
+FW_X = np.random.default_rng(3).standard_normal((5, 4))
+FW_XA, FW_XB = FW_X[:3], FW_X[3:]
+FW_YA = np.sin(FW_XA @ np.array([1.0, -0.5, 0.3, 0.8]))
+FW_NETS = {"tanh": dict(activation="tanh", depth=2, width=32, C_W=1.0),
+           "relu": dict(activation="relu", depth=2, width=32, C_W=2.0)}
+
+
+def _fw_net(cfg, n_out=1):
+    return MLP(4, cfg["width"], cfg["depth"], cfg["activation"], C_W=cfg["C_W"], output_dim=n_out)
+
+
+def _fw_eta(cfg):
+    return 0.5 * training.max_learning_rate(_fw_net(cfg), FW_XA)
+
+
+@pytest.mark.parametrize("act, algo", [("tanh", "gd"), ("tanh", "newton"), ("relu", "newton-delta")])
+def test_finite_width_regressor_equals_theory(act, algo):
+    cfg = FW_NETS[act]
+    run = {"gd": lambda: dict(eta=_fw_eta(cfg), steps=8, newton=False), "newton": lambda: dict(newton=True),
+           "newton-delta": lambda: dict(newton=True, kinks="delta")}[algo]()
+    est = FiniteWidthRegressor(**cfg, **{k: x for k, x in run.items() if k != "kinks"}).fit(FW_XA, FW_YA)
+    assert est._run["kinks"] == run.get("kinks", "a.e.")                  # kinks="auto": δ for one Newton step
+    m = est.predict(FW_XB)
+    th = finite_width_mean(_fw_net(cfg), FW_XA, FW_YA, FW_XB, **run)
+    assert m.shape == (2,)
+    np.testing.assert_allclose(m, th.total, rtol=0, atol=1e-12)
+    assert est.net_.n(1) == 32 and est.net_.n(2) == 1
+    assert np.max(np.abs(th.total - th.infinite)) > 1e-4                   # the 1/n terms are there
+    # the spread is NTKRegressor's (Newton: t = ∞), the infinite part its mean
+    ntk = NTKRegressor(**{k: x for k, x in cfg.items() if k != "width"},
+                       eta=run.get("eta"), steps=run.get("steps")).fit(FW_XA, FW_YA)
+    m2, s = est.predict(FW_XB, return_std=True)
+    _, c = est.predict(FW_XB, return_cov=True)
+    nm, ns = ntk.predict(FW_XB, return_std=True)
+    _, nc = ntk.predict(FW_XB, return_cov=True)
+    np.testing.assert_array_equal(m2, m)
+    np.testing.assert_allclose(s, ns, rtol=0, atol=1e-14)
+    np.testing.assert_allclose(c, nc, rtol=0, atol=1e-14)
+    np.testing.assert_allclose(th.infinite, nm, rtol=0, atol=1e-12)
+
+
+def test_finite_width_regressor_two_targets_and_parts():
+    cfg = FW_NETS["tanh"]
+    Y2 = np.column_stack([FW_YA, np.cos(FW_XA[:, 1])])
+    est = FiniteWidthRegressor(**cfg, newton=True).fit(FW_XA, Y2)
+    assert est.net_.n(2) == 2
+    m, s = est.predict(FW_XB, return_std=True)
+    assert m.shape == (2, 2) and s.shape == (2, 2)
+    np.testing.assert_allclose(s[:, 0], s[:, 1])
+    th = finite_width_mean(_fw_net(cfg, 2), FW_XA, Y2, FW_XB, newton=True)
+    np.testing.assert_allclose(m, th.total, rtol=0, atol=1e-12)
+    parts = est.predict_parts(FW_XB)
+    assert parts.n == 32 and set(parts.parts) == {"H1", "NTK-fluct", "dNTK", "ddNTK"}
+    np.testing.assert_allclose(parts.total, m, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(parts.infinite + sum(parts.parts.values()) / 32, m, rtol=0, atol=1e-12)
+
+
+def test_finite_width_regressor_params_clone_pickle_pipeline():
+    est = FiniteWidthRegressor(activation="tanh", depth=2, width=32, C_W=1.0, newton=True)
+    p = est.get_params()
+    assert p["width"] == 32 and p["newton"] is True and p["kinks"] == "auto" and p["eta"] is None
+    c = clone(est).set_params(width=64, kinks="delta")
+    assert c.width == 64 and c.kinks == "delta" and est.width == 32 and est.kinks == "auto"
+    pipe = make_pipeline(StandardScaler(), est).fit(FW_XA, FW_YA)
+    m = pipe.predict(FW_XB)
+    Z = pipe[0].transform(FW_XB)
+    th = finite_width_mean(_fw_net(FW_NETS["tanh"]), pipe[0].transform(FW_XA), FW_YA, Z, newton=True)
+    np.testing.assert_allclose(m, th.total, rtol=0, atol=1e-12)
+    back = pickle.loads(pickle.dumps(pipe))
+    # recomputed (not the kept result); reordering the inputs moves the theory's finite differences ~1e-11
+    np.testing.assert_allclose(back.predict(FW_XB[::-1]), m[::-1], rtol=0, atol=1e-9)
+    with pytest.raises(ValueError, match="features"):
+        pipe.predict(FW_XB[:, :3])
+
+
+def test_finite_width_regressor_defaults_predict_real_relu_networks():
+    """FiniteWidthRegressor() works as is: one Newton step, ReLU, the δ-function kink terms (real networks)."""
+    est = FiniteWidthRegressor(depth=2, width=32).fit(FW_XA, FW_YA)
+    th = finite_width_mean(MLP(4, 32, 2, "relu", C_W=2.0, output_dim=1), FW_XA, FW_YA, FW_XB, newton=True,
+                           kinks="delta")
+    np.testing.assert_allclose(est.predict(FW_XB), th.total, rtol=0, atol=1e-12)
+
+
+def test_finite_width_regressor_errors():
+    relu, tanh = FW_NETS["relu"], FW_NETS["tanh"]
+    with pytest.raises(ValueError, match="kinks='delta' predicts one Newton step"):
+        FiniteWidthRegressor(**relu, eta=_fw_eta(relu), steps=2, newton=False, kinks="delta").fit(FW_XA, FW_YA)
+    with pytest.raises(ValueError, match="kinks='delta' predicts one Newton step"):
+        FiniteWidthRegressor(**relu, newton=True, steps=2, kinks="delta").fit(FW_XA, FW_YA)
+    eta_max = training.max_learning_rate(_fw_net(tanh), FW_XA)
+    with pytest.raises(ValueError, match="diverges"):
+        FiniteWidthRegressor(**tanh, eta=1.1 * eta_max, steps=3, newton=False).fit(FW_XA, FW_YA)
+    with pytest.raises(ValueError, match="needs a learning rate"):
+        FiniteWidthRegressor(**tanh, newton=False).fit(FW_XA, FW_YA)
+    with pytest.raises(ValueError, match="eta = None or 1"):
+        FiniteWidthRegressor(**tanh, newton=True, eta=0.5).fit(FW_XA, FW_YA)
+    with pytest.raises(ValueError, match="kinks must be"):
+        FiniteWidthRegressor(**tanh, newton=True, kinks="smooth").fit(FW_XA, FW_YA)
+    with pytest.raises(ValueError, match="steps must be an integer"):
+        FiniteWidthRegressor(**tanh, eta=0.1, steps=2.5, newton=False).fit(FW_XA, FW_YA)
+    with pytest.raises(ValueError, match="width must be an integer"):
+        FiniteWidthRegressor(**dict(tanh, width=0), newton=True).fit(FW_XA, FW_YA)
+    with pytest.raises(ValueError, match="singular"):
+        FiniteWidthRegressor(**tanh, newton=True).fit(np.vstack([FW_XA, FW_XA[:1]]), np.append(FW_YA, 0.0))
+    # δ-terms are ill-defined at a training input: a clear error at predict
+    est = FiniteWidthRegressor(**relu, newton=True, kinks="delta").fit(FW_XA, FW_YA)
+    with pytest.raises(ValueError, match="equals a training input"):
+        est.predict(FW_XA[:1])
+    with pytest.raises(RuntimeError, match="at most one"):
+        est.predict(FW_XB, return_std=True, return_cov=True)

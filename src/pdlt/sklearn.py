@@ -1,4 +1,5 @@
-r"""scikit-learn estimators for infinite-width networks (book Ch. 6 and Ch. 10).
+r"""scikit-learn estimators for infinite-width networks (book Ch. 6 and Ch. 10) and the O(1/n)
+finite-width trained mean (Ch. ∞).
 
 - :class:`NNGPRegressor`: the Bayesian posterior of the infinite-width network (the neural network
   Gaussian process with kernel K^{(L)}; book §6.3):
@@ -7,13 +8,18 @@ r"""scikit-learn estimators for infinite-width networks (book Ch. 6 and Ch. 10).
   MSE loss for t steps (or t = ∞) from a random initialization (book §10.2):
   :math:`m = \Theta_{BA}\tilde\Theta^{-1}(1-(1-\eta\tilde\Theta)^t)y`, with the initialization's spread
   as predictive variance.
+- :class:`FiniteWidthRegressor`: the mean output of a network of hidden width n trained by gradient
+  descent or Newton steps, to O(1/n): :math:`m = m^\infty + \sum_k c_k/n` (book Ch. ∞,
+  :func:`pdlt.theory.finite_width.finite_width_mean`); spread as :class:`NTKRegressor`'s. For small
+  data sets only (cost ∝ (N_train + N_test)^4).
 - :class:`NNGPKernel`: K^{(L)} as a scikit-learn ``Kernel`` (no tunable hyperparameters), e.g. for
   ``GaussianProcessRegressor(kernel=NNGPKernel(...), optimizer=None)``.
 
 The networks are described by the book's hyperparameters: ``activation``, ``depth`` L (number of
 layers, the last one the output), ``C_b``, ``C_W`` (defaults: ReLU at criticality, C_b = 0,
 C_W = 2) and for the NTK the learning rates ``lambda_b``, ``lambda_W`` (default λ = C, as in
-:class:`pdlt.MLP`). The hidden width plays no role at infinite width.
+:class:`pdlt.MLP`). The hidden width plays no role at infinite width; it sets n in
+:class:`FiniteWidthRegressor`.
 """
 
 from __future__ import annotations
@@ -23,10 +29,11 @@ from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.gaussian_process.kernels import Kernel
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from . import _validate as v
 from .mlp import MLP
 from .theory import bayes, training
 
-__all__ = ["NNGPRegressor", "NTKRegressor", "NNGPKernel"]
+__all__ = ["NNGPRegressor", "NTKRegressor", "FiniteWidthRegressor", "NNGPKernel"]
 
 
 def _net(est, n_features: int) -> MLP:
@@ -210,3 +217,173 @@ class NTKRegressor(_InfiniteWidthRegressor):
                                                  kb.test if return_cov else kb.test_diag, kb.Theta_cross,
                                                  self.y_2d_)
         return self._shape(mean, np.diagonal(c) if return_cov else c, c, return_std, return_cov)
+
+
+class FiniteWidthRegressor(_InfiniteWidthRegressor):
+    r"""The mean output of a trained network of finite hidden width n, to O(1/n) (book Ch. ∞, §∞.2).
+
+    .. math:: m(x) = m^\infty(x) + \frac1n\big(c_{H1} + c_{\rm NTK\text{-}fluct} + c_{\rm dNTK}
+              + c_{\rm ddNTK}\big)(x),\qquad m^\infty(x) = \Theta_{xA}M_t\,y,
+
+    the mean over random initializations of the network
+    ``MLP(n_features, width, depth, activation, C_b, C_W, lambda_b, lambda_W, output_dim=n_targets)``
+    after full-batch gradient descent on the MSE loss (η, t steps; M_t as in :class:`NTKRegressor`) or
+    after Newton steps (``newton=True``: the matrix rate Ĥ_AA⁻¹ of the network's own NTK, η = 1; one
+    step is the book's "giant leap"), computed by :func:`pdlt.theory.finite_width.finite_width_mean`
+    (n = ``width``, the last hidden layer's; c_H1: the NTK-mean shift H¹, c_NTK-fluct: the NTK's
+    fluctuations A, B, c_dNTK / c_ddNTK: the moving NTK, P, Q and R, S, T, U).
+
+    **Spread: infinite width only.** ``predict(X, return_std=True)`` / ``return_cov=True`` give the
+    spread over initializations of the infinite-width network, the same numbers as
+    :class:`NTKRegressor` with the same hyperparameters (t = ∞ for Newton steps). The O(1/n)
+    correction to the covariance is not implemented; only the mean carries 1/n terms.
+
+    **Cost.** The theory works with four-index tensors over all inputs; its cost grows like
+    (N_train + N_test)^4 (times n_targets^4) and is recomputed at every ``predict``. The estimator is
+    meant for small data sets: tens of points (seconds for ~5 points, minutes for ~20). The result
+    for the last X predicted is kept, so ``predict(X)``, ``predict(X, return_std=True)`` and
+    ``predict_parts(X)`` on the same X compute it once.
+
+    **Kinked activations (ReLU & co.).** ``kinks="auto"`` (default) is "delta" for one Newton step on a
+    kinked σ and "a.e." otherwise: the real network wherever the theory has it. ``kinks="a.e."`` predicts the network whose hidden
+    neurons keep their initialization slopes at each input (``train_ensemble(..., frozen_slopes=True)``),
+    for any schedule. ``kinks="delta"`` predicts the real network, with the δ-function σ″, σ‴; only for
+    one Newton step (``newton=True``, ``steps`` None or 1) and test inputs distinct from the training
+    inputs (a test input equal to a training input is a ValueError at ``predict``): after gradient
+    descent or further steps the kink crossings of a real ReLU network move its mean by O(n^{-1/2}),
+    beyond any 1/n expansion. For smooth activations ``kinks`` makes no difference.
+
+    Parameters
+    ----------
+    activation, depth, C_b, C_W, lambda_b, lambda_W : the network and its learning rates (as
+        :class:`NTKRegressor`).
+    width : hidden width n (every hidden layer; integer ≥ 1).
+    eta : global learning rate η of gradient descent, required with ``newton=False`` (the 1/n terms
+        depend on the algorithm even for t = ∞); must be < 2/λ_max(Θ̃). With ``newton=True``: None
+        or 1.
+    steps : gradient-descent steps t (int ≥ 0, or None for t = ∞: run to convergence); with
+        ``newton=True`` the number of Newton steps (None: 1).
+    newton : Newton steps (default) instead of gradient descent.
+    kinks : "auto", "a.e." or "delta" (above).
+    order2 : quadrature order of the infinite-width kernels behind the spread (std / cov) and the
+        fit's checks; the mean uses :mod:`pdlt.theory`'s default.
+
+    Hyperparameters are checked at ``fit`` (ValueError): gradient descent without η, η ≥ 2/λ_max(Θ̃)
+    (the limit is in the message and in ``eta_max_``), ``kinks="delta"`` with anything but one Newton
+    step on a kinked activation, a singular training NTK (duplicate training inputs).
+
+    Attributes: ``X_train_``, ``y_train_``, ``net_`` (the :class:`pdlt.MLP`), ``eta_max_`` = 2/λ_max(Θ̃),
+    ``M_`` (the infinite-width M_t), ``alpha_`` = M_t y. ``predict_parts(X)`` returns the
+    :class:`pdlt.theory.finite_width.FiniteWidthPrediction` (``infinite``, ``parts``, ``n``, ``total``).
+    """
+
+    def __init__(self, activation="relu", depth=3, width=64, C_b=0.0, C_W=2.0, lambda_b=None,
+                 lambda_W=None, eta=None, steps=None, newton=True, kinks="auto", order2=None):
+        self.activation = activation
+        self.depth = depth
+        self.width = width
+        self.C_b = C_b
+        self.C_W = C_W
+        self.lambda_b = lambda_b
+        self.lambda_W = lambda_W
+        self.eta = eta
+        self.steps = steps
+        self.newton = newton
+        self.kinks = kinks
+        self.order2 = order2
+
+    @property
+    def net_(self) -> MLP:
+        """The finite-width :class:`pdlt.MLP` of the fit (``width`` hidden, n_targets outputs)."""
+        check_is_fitted(self, "alpha_")
+        return self._network
+
+    def _algorithm(self, net: MLP) -> dict:
+        """The validated training algorithm as finite_width_mean keywords (ValueError otherwise)."""
+        if self.kinks not in ("auto", "a.e.", "delta"):
+            raise ValueError(f"kinks must be 'auto', 'a.e.' or 'delta', got {self.kinks!r}")
+        if not isinstance(self.newton, bool | np.bool_):
+            raise ValueError(f"newton must be True or False, got {self.newton!r}")
+        if self.newton:
+            if self.eta is not None and v.real("eta", self.eta, low=0.0, low_open=True) != 1.0:
+                raise ValueError(f"newton=True takes eta = None or 1 (the matrix rate ηĤ_AA⁻¹ with "
+                                 f"η = 1), got eta = {self.eta!r}")
+            steps = 1 if self.steps is None else v.positive_int("steps", self.steps, minimum=1)
+            algo = dict(eta=None, steps=steps, newton=True)
+        else:
+            if self.eta is None:
+                raise ValueError("gradient descent needs a learning rate: give eta (and steps; None for "
+                                 "t = ∞), or newton=True. The 1/n terms depend on the algorithm even at "
+                                 "t = ∞")
+            eta = v.real("eta", self.eta, low=0.0, low_open=True)
+            training._steps(self.steps)                                   # int >= 0, None or inf
+            algo = dict(eta=eta, steps=self.steps, newton=False)
+        if self.kinks == "delta" and not net.activation.smooth and not (algo["newton"] and algo["steps"] == 1):
+            raise ValueError("kinks='delta' predicts one Newton step (newton=True, steps=None or 1) only: "
+                             "after gradient-descent or further steps the kink crossings of a real network "
+                             "shift its mean by O(n^-1/2), beyond any 1/n expansion; use kinks='a.e.' (the "
+                             "frozen-slope network)")
+        one_newton_step = algo["newton"] and algo["steps"] == 1
+        auto = "delta" if one_newton_step and not net.activation.smooth else "a.e."
+        kinks = auto if self.kinks == "auto" else self.kinks
+        return dict(algo, kinks=kinks)
+
+    def fit(self, X, y):
+        X, Y = self._fit_data(X, y)
+        net = MLP(X.shape[1], self.width, self.depth, self.activation, C_b=self.C_b, C_W=self.C_W,
+                  lambda_b=self.lambda_b, lambda_W=self.lambda_W, output_dim=Y.shape[1])
+        algo = self._algorithm(net)
+        kb = bayes.kernel_blocks(_net(self, X.shape[1]), X, ntk=True, order2=self.order2)
+        lam = np.linalg.eigvalsh(kb.Theta_train)
+        self.eta_max_ = 2.0 / lam[-1] if lam[-1] > 0 else np.inf
+        if not algo["newton"] and algo["eta"] >= self.eta_max_:
+            raise ValueError(f"gradient descent diverges: eta = {algo['eta']:g} >= 2/λ_max(Θ̃) = "
+                             f"{self.eta_max_:.6g}; use 0 < eta < {self.eta_max_:.6g}")
+        if not lam[0] > bayes.RCOND * lam[-1]:
+            raise ValueError(f"the training NTK Θ̃ is singular (smallest/largest eigenvalue "
+                             f"{lam[0] / lam[-1]:.3g}): duplicate or degenerate training inputs, for which "
+                             f"the finite-width theory is not set up; remove them")
+        # the infinite-width counterpart (NTKRegressor's numbers): Newton steps are t = ∞
+        eta, steps = (None, None) if algo["newton"] else (algo["eta"], algo["steps"])
+        self.M_, _ = training.gd_operator(kb.Theta_train, eta, steps, X_train=X)
+        self.K_train_ = kb.train
+        self.y_2d_ = Y
+        self._network = net
+        self._run = algo
+        self._last = None
+        self.alpha_ = self.M_ @ Y
+        return self
+
+    def predict_parts(self, X):
+        """The :class:`pdlt.theory.finite_width.FiniteWidthPrediction` at X: ``infinite`` (m^∞),
+        ``parts`` (the 1/n coefficients c_k), ``n``, ``total`` (what :meth:`predict` returns);
+        arrays (n_samples,) or (n_samples, n_targets)."""
+        from .theory.finite_width import finite_width_mean
+
+        check_is_fitted(self, "alpha_")
+        X = validate_data(self, X, reset=False, dtype=np.float64)
+        last = getattr(self, "_last", None)       # the costly theory is kept for the last X of this fit
+        if last is not None and last[0].shape == X.shape and np.array_equal(last[0], X):
+            return last[1]
+        pred = finite_width_mean(self._network, self.X_train_, self.y_train_, X, **self._run)
+        self._last = (X.copy(), pred)
+        return pred
+
+    def predict(self, X, return_std=False, return_cov=False):
+        """Mean trained output to O(1/n), (n,) or (n, n_targets); with ``return_std`` /
+        ``return_cov`` also the infinite-width std / covariance over initializations (no 1/n terms;
+        shared by all targets, repeated per target for 2-D y)."""
+        if return_std and return_cov:
+            raise RuntimeError("at most one of return_std or return_cov can be requested")
+        mean = self.predict_parts(X).total
+        if not (return_std or return_cov):
+            return mean
+        X = validate_data(self, X, reset=False, dtype=np.float64)
+        kb = bayes.kernel_blocks(_net(self, self.n_features_in_), self.X_train_, X, ntk=True,
+                                 test_cov=return_cov, order2=self.order2)
+        _, c = training.trained_from_operator(self.M_, self.K_train_, kb.cross,
+                                              kb.test if return_cov else kb.test_diag, kb.Theta_cross,
+                                              self.y_2d_)
+        _, spread = self._shape(mean.reshape(X.shape[0], -1), np.diagonal(c) if return_cov else c, c,
+                                return_std, return_cov)
+        return mean, spread
