@@ -53,13 +53,25 @@ n·Δ fitted to a + b/√n, see below):
   Newton n·(meas − prediction) = −0.21, −0.12, −0.04 (σ 0.04..0.13), a_fw = 0.12 ± 0.19 against
   a_inf = 2.22 ± 0.19; 16 GD steps −0.01, −0.02, 0.03, a_fw = 0.00 ± 0.20 (a_inf = 0.38 ± 0.20; at
   n = 32 alone the infinite-width residual is 0.37 ± 0.04). Real ReLU networks differ by the kink
-  crossings (real − frozen, paired, the ``kink`` tests): Newton, test input 0, n·Δ = 1.55, 2.12, 2.38,
-  2.57, 2.72, 2.79, 2.89 at n = 16..1024 (≈ 3.06 − 5.5/√n: an O(1/n) term the a.e. convention drops);
-  training inputs n·Δ = 10.0, 21.9, 46.1 at n = 64, 256, 1024 (O(n^{-1/2})); two GD steps, test input 0,
-  n·Δ = 0.36, 0.44, 0.54, 0.67, 0.90 at n = 64..1024; sixteen: −0.52, −1.13, −1.94, −3.10, −4.91 at
-  n = 32..512 (n·Δ grows: these shifts decay more slowly than 1/n). So the real-ReLU twin below fails
-  (xfail): Newton n·(meas − m^∞) =
-  4.00, 4.35, 4.62, n·(meas − prediction) = 1.91, 2.26, 2.53 (σ 0.04..0.13).
+  crossings (real − frozen, paired, the ``kink`` tests): at the training inputs after one Newton step
+  n·Δ = 10.0, 21.9, 46.1 at n = 64, 256, 1024 (O(n^{-1/2})); two GD steps, test input 0, n·Δ = 0.36,
+  0.44, 0.54, 0.67, 0.90 at n = 64..1024; sixteen: −0.52, −1.13, −1.94, −3.10, −4.91 at n = 32..512
+  (n·Δ grows: these shifts decay more slowly than 1/n, and no 1/n prediction exists for them).
+- Real ReLU networks, one Newton step, test inputs: the kink crossings shift the mean by O(1/n) and the
+  δ-function terms (``kinks="delta"``) predict the shift, n·(m_delta − m_a.e.) = 2.856, 0.334 (test
+  inputs 0, 1). Paired kink part n·E[real − frozen] (seed 1, 40k networks): 2.12, 2.36, 2.57, 2.73,
+  2.82, 2.85 ± 0.08 / 0.24, 0.27, 0.32, 0.29, 0.32, 0.39 ± 0.03 at n = 32..1024; seed 2, 200k
+  networks: 2.41, 2.72, 2.81 ± 0.035, 2.92 ± 0.05 / 0.30, 0.33, 0.32, 0.34 ± 0.02 at n = 64, 256, 1024,
+  4096. So n·(meas − prediction) → 0 (−0.73, −0.50, −0.28, −0.13, −0.04, −0.01 on test input 0,
+  about −30/n: the residual is O(1/n²) over this range) and at the widest widths the measured kink part
+  equals the δ terms directly (n = 1024: z = −1.2; n = 4096: z = +1.3). The intercept depends on the
+  extrapolation model (all 9 points, test input 0): a + b/√n + c/n gives 2.968 ± 0.042 (z = 2.7),
+  a + b/n + c/n^{3/2} 2.879 ± 0.023 (z = 1.0), a + b/√n alone 3.008 ± 0.024 (z = 6.3, χ² 4.8/8) —
+  a 3 % question we have not settled; test input 1 agrees in every model (|z| ≤ 2). The trained
+  real-network twin (``test_finite_width_mean_twin_relu_newton``, n = 32..256, 100k networks, fit
+  a + b/√n + c/n): seeds 1–8 give |a_fw|/σ ≤ 1.2 on both test inputs and a_inf/σ = 4.9..8.4 on
+  test input 0 (with a + b/√n alone the real twin's a_fw/σ is 0.6..4.5, all positive: that model
+  extrapolates a −30/n residual to a spurious intercept).
 """
 
 import os
@@ -111,7 +123,7 @@ def all_layers_net(act, width, depth=2, output_dim=1):
     return MLP(N0, width, depth, act, C_b=0.0, C_W=CW[act], lambda_b=0.5, lambda_W=1.0, output_dim=output_dim)
 
 
-def sweep(act, sched, widths, networks, seed=1, build=last_layer_net, y=Y_TRAIN, frozen=False):
+def sweep(act, sched, widths, networks, seed=1, build=last_layer_net, y=Y_TRAIN, frozen=False, kinks="a.e."):
     rows = []
     for n in widths:
         net = build(act, n)
@@ -119,7 +131,8 @@ def sweep(act, sched, widths, networks, seed=1, build=last_layer_net, y=Y_TRAIN,
         m = train_ensemble(net, X_TRAIN, y, X_TEST, networks, seed, eta=eta, steps=steps,
                            newton=newton, frozen_slopes=frozen, groups=40).mean
         parts = ("H1", "NTK-fluct") if build is last_layer_net else ("H1", "NTK-fluct", "dNTK", "ddNTK")
-        p = finite_width_mean(net, X_TRAIN, y, X_TEST, eta=eta, steps=steps, newton=newton, parts=parts)
+        p = finite_width_mean(net, X_TRAIN, y, X_TEST, eta=eta, steps=steps, newton=newton, parts=parts,
+                              kinks=kinks)
         val, err = np.asarray(m.mean).reshape(-1), np.asarray(m.stderr).reshape(-1)
         rows.append((n, n * (val - p.infinite.reshape(-1)), n * (val - p.total.reshape(-1)), n * err))
     return rows
@@ -326,15 +339,52 @@ def test_relu_kink_crossings_reach_test_inputs_after_two_steps():
     assert np.all(np.diff(k) > 3 * np.hypot(s[1:], s[:-1])), (k, s)
 
 
+# Real ReLU networks after one Newton step: the δ-function terms of the kink crossings (kinks="delta")
+
+
+def fit_intercept3(ns, d, s):
+    """Weighted least squares d = a + b/√n + c/n; returns (a, σ_a). Both orders in the fit: the
+    residual of the real-ReLU twins is O(1/n²) at n ≤ 256 but we have not derived its order."""
+    n = np.asarray(ns, dtype=float)
+    w = 1.0 / np.asarray(s, dtype=float)
+    A = np.stack([n ** 0, n ** -0.5, n ** -1.0], axis=1) * w[:, None]
+    coef = np.linalg.lstsq(A, np.asarray(d) * w, rcond=None)[0]
+    return float(coef[0]), float(np.sqrt(np.linalg.inv(A.T @ A)[0, 0]))
+
+
+@pytest.mark.slow
+def test_finite_width_mean_twin_relu_newton():
+    """ReLU, all layers training, real networks, one Newton step (widths 32–256, 100k networks each):
+    with the δ-function kink terms, n·(measured − prediction) = a + b/√n + c/n has a = 0 within 4σ_a
+    at both test inputs, while the infinite-width prediction leaves |a| > 4σ_a at test input 0."""
+    rows = sweep("relu", "newton", [32, 64, 128, 256], 100000, build=all_layers_net, kinks="delta")
+    ns = [r[0] for r in rows]
+    for j in range(X_TEST.shape[0]):
+        s = [r[3][j] for r in rows]
+        a_fw, sa_fw = fit_intercept3(ns, [r[2][j] for r in rows], s)
+        assert abs(a_fw) < 4 * sa_fw, (j, a_fw, sa_fw, rows)
+        if j == 0:
+            a_inf, sa_inf = fit_intercept3(ns, [r[1][j] for r in rows], s)
+            assert abs(a_inf) > 4 * sa_inf, (a_inf, sa_inf, rows)
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(SLOW != "full", reason="full sweep only (PDLT_SLOW=full)")
-@pytest.mark.xfail(strict=True, reason="real ReLU networks: kink crossings (real − frozen slopes) shift the "
-                   "one-Newton-step mean at test inputs by O(1/n) (δ-terms not implemented); the prediction is "
-                   "the frozen-slope network's (test_finite_width_mean_twin_relu_frozen_slopes)")
-def test_finite_width_mean_twin_all_layers_relu():
-    rows = sweep("relu", "newton", [32, 64, 128], 100000, build=all_layers_net)
-    (a_fw, sa_fw, _), _ = _intercepts(rows, 0)
-    assert abs(a_fw) < 4 * sa_fw, (a_fw, sa_fw, rows)
+def test_relu_kink_part_twin_at_test_inputs():
+    """The kink part alone, paired over the same networks: n·E[z_real − z_frozen] after one Newton step
+    (widths 32–1024, 40k networks) against the δ terms' share of the prediction, n·(m_delta − m_a.e.)
+    (width-independent): n·Δ = a + b/√n + c/n has a within 4σ_a of it at both test inputs, and the
+    a.e. convention's 0 is excluded (a > 10σ_a at test input 0)."""
+    net = all_layers_net("relu", 64)
+    c = (finite_width_mean(net, X_TRAIN, Y_TRAIN, X_TEST, newton=True, kinks="delta").correction
+         - finite_width_mean(net, X_TRAIN, Y_TRAIN, X_TEST, newton=True).correction)
+    rows = kink_sweep("newton", [32, 64, 128, 256, 512, 1024], 40000, X_TEST)
+    ns = [r[0] for r in rows]
+    for j in range(X_TEST.shape[0]):
+        a, sa = fit_intercept3(ns, [r[1][j] for r in rows], [r[2][j] for r in rows])
+        assert abs(a - c[j]) < 4 * sa, (j, a, sa, c[j], rows)
+        if j == 0:
+            assert a > 10 * sa, (a, sa, rows)
 
 
 if __name__ == "__main__":  # a measurement report: python tests/test_finite_width_twin.py

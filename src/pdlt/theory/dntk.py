@@ -106,6 +106,12 @@ contributions (via the closed-form pair moments, e.g. ⟨∂_a(σ'_aσ_d)⟩ = �
 For a single input those δ-terms vanish anyway (zδ(z) = 0), while ddNTK terms such as ⟨σ''_aσ''_a⟩
 would be infinite (δ²): the a.e. convention is the only finite one.
 
+The δ convention (``Expectations(act, kinks="delta")``, :mod:`pdlt.theory._delta`) takes the explicit
+σ'' = Jδ and σ''' = Jδ' instead (J = a₊ − a₋): finite in every entry whose first input (the one the
+explicit derivative acts on) differs from the others, NaN where a δ meets σ' at one input.  It is not
+what autodiff measures on one network (the dNTK twins are a.e.), but the expansion of the ensemble
+mean of a training step of real networks, whose neurons cross the kink (:mod:`pdlt.theory.finite_width`).
+
 Consequences for the scale-invariant class (σ = a₊z or a₋z) at criticality (C_W = 1/A₂, C_b = 0,
 so χ_⊥ = χ_∥ = 1; equal widths; layer-independent λ): P = R = U = 0 identically (multi-input too),
 and for a single input

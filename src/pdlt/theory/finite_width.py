@@ -60,21 +60,29 @@ Newton step and 16 gradient-descent steps, n·(measured − prediction) extrapol
 0.00 ± 0.10 against 0.60 ± 0.10 for m^∞ alone; numbers in the test module), the residual falling
 like n^{-3/2} for gradient descent (an order we have not derived).
 
-**Kinked activations (ReLU & co.): what is predicted.** With the a.e. convention (σ″ = σ‴ = 0 per
-network, :mod:`pdlt.theory.dntk`) the Taylor series summed here is that of the network whose hidden
-neurons keep their initialization slope at each input (``train_ensemble(..., frozen_slopes=True)``),
-and against that network the prediction is a twin like tanh's (ReLU, one Newton step and 16 GD steps:
+**Kinked activations (ReLU & co.): what is predicted** (``kinks``). With the a.e. convention (default;
+σ″ = σ‴ = 0 per network, :mod:`pdlt.theory.dntk`) the Taylor series summed here is that of the network
+whose hidden neurons keep their initialization slope at each input
+(``train_ensemble(..., frozen_slopes=True)``), and against that network the prediction is a twin like
+tanh's for every schedule (ReLU, one Newton step and 16 GD steps:
 ``test_finite_width_mean_twin_relu_frozen_slopes``). A real ReLU network differs by the neurons whose
-preactivation crosses the kink during training (measured network by network, real − frozen):
-(i) after one Newton step, at test inputs an O(1/n) shift (n·Δ → ≈ 3.1 on the twin's test input 0,
-approached as n^{-1/2}) that the a.e. convention drops — the δ-function terms of σ″, σ‴, finite
-for inputs distinct from the training inputs but not implemented; (ii) at the training inputs an
-O(n^{-1/2}) shift (n·Δ = 10.0, 21.9, 46.1 at n = 64, 256, 1024): a neuron that is off at x_α gets
-no gradient from x_α, so crossings are one-sided, the W^{(L)} → −W^{(L)} parity that removes odd
-orders fails, and (iii) the next gradient step carries that shift to every input, so after two or
-more steps the trained mean of a ReLU network has an n^{-1/2} term (two GD steps: n·Δ ≈ 0.17 +
-0.023√n at a test input). No expansion in 1/n captures (ii) and (iii); for real ReLU networks trained
-by several steps the prediction is the frozen-slope network's, and the difference is reported, not fitted.
+preactivation crosses the kink during training; Taylor-expanding σ as a distribution (σ″ = Jδ,
+σ‴ = Jδ′, J = a₊ − a₋; ``kinks="delta"``, :mod:`pdlt.theory._delta`) gives the terms of those crossings:
+
+(i) after one Newton step, at test inputs distinct from the training inputs, the crossings shift the
+mean by O(1/n), and the δ terms predict it: the real-network twin
+``test_finite_width_mean_twin_relu_newton`` and, sharper, the paired kink part (real − frozen over the
+same networks) ``test_relu_kink_part_twin_at_test_inputs`` (numbers in the test module);
+(ii) at the training inputs the same step shifts the mean by O(n^{-1/2}) (n·Δ = 10.0, 21.9, 46.1 at
+n = 64, 256, 1024): a neuron that is off at x_α gets no gradient from x_α, so crossings are one-sided
+and the W^{(L)} → −W^{(L)} parity that removes odd orders fails — here the δ terms meet σ′ at the same
+input and are ill-defined (NaN in the δ convention), as they should be;
+(iii) the next gradient step carries that shift to every input, so after two or more steps the trained
+mean of a real ReLU network has an n^{-1/2} term (two GD steps: n·Δ ≈ 0.17 + 0.023√n at a test input;
+sixteen: n·Δ = −0.52 … −4.91 at n = 32 … 512). No expansion in 1/n captures (ii) and (iii), so
+``kinks="delta"`` is refused for anything but one Newton step; for real ReLU networks trained by
+gradient descent the prediction is the frozen-slope network's, and the difference is reported, not fitted.
+
 The dNTK part also has the right gradient-flow limit: small-step descent to convergence approaches
 an independent analytic derivation (``test_dntk_part_has_the_gradient_flow_limit``). The sheet's §9
 closed form m^{dNTK} (S5's Z tensors, read with n_L = 1 and P + Q + Q^{(12)} = n E[dĤ z]) does
