@@ -1112,8 +1112,10 @@ def _fw_net(cfg, n: int) -> pdlt.MLP:
         "order; see the twin test) and compared with the theory's coefficient c = H¹ + NTK fluctuations "
         "+ dNTK + ddNTK of pdlt.theory.finite_width_mean. Threshold: the family-wise k, no allowance (the "
         "extrapolation removes the higher orders). ReLU is not in this check: real ReLU networks cross their "
-        "kinks during training, which the a.e. expansion leaves out (O(1/n) at test inputs after one Newton "
-        "step, O(n^-1/2) after two or more steps; pdlt.theory.finite_width, tests/test_finite_width_twin.py)."),
+        "kinks during training — O(1/n) at test inputs after one Newton step, predicted by the δ-function "
+        "terms (kinks='delta'), but with a residual whose extrapolation needs a + b/√n + c/n over ≥ 4 widths "
+        "(tests/test_finite_width_twin.py); O(n^-1/2) after two or more steps, beyond any 1/n expansion "
+        "(pdlt.theory.finite_width)."),
     requires=("pdlt.empirical.training:train_ensemble", "pdlt.theory.finite_width:finite_width_mean"),
     settings={
         "test": {"configs": [_fw_cfg("newton", 20000)], "groups": 40, "seed": 901},
