@@ -169,6 +169,24 @@ def test_parts_independent_of_width_and_linear_in_y():
     assert b.n == 64
 
 
+def test_delta_kinks_bad_input():
+    """kinks='delta' is the real network after one Newton step at new inputs; anything else is refused."""
+    net = all_layers_net("relu", 32)
+    with pytest.raises(ValueError, match="one Newton step"):
+        finite_width_mean(net, X_TRAIN, Y_TRAIN, X_TEST, eta=0.1, steps=2, kinks="delta")
+    with pytest.raises(ValueError, match="one Newton step"):
+        finite_width_mean(net, X_TRAIN, Y_TRAIN, X_TEST, newton=True, steps=2, kinks="delta")
+    with pytest.raises(ValueError, match="equals a training input"):
+        finite_width_mean(net, X_TRAIN, Y_TRAIN, np.vstack([X_TEST, X_TRAIN[1:2]]), newton=True, kinks="delta")
+    with pytest.raises(ValueError, match="kinks must be"):
+        finite_width_mean(net, X_TRAIN, Y_TRAIN, X_TEST, newton=True, kinks="delta-ish")
+    # smooth σ: the conventions coincide
+    tanh = all_layers_net("tanh", 32)
+    a = finite_width_mean(tanh, X_TRAIN, Y_TRAIN, X_TEST, newton=True).total
+    b = finite_width_mean(tanh, X_TRAIN, Y_TRAIN, X_TEST, newton=True, kinks="delta").total
+    np.testing.assert_array_equal(a, b)
+
+
 def test_zero_steps_is_zero():
     net = last_layer_net("tanh", 16)
     p = finite_width_mean(net, X_TRAIN, Y_TRAIN, X_TEST, eta=0.1, steps=0)
