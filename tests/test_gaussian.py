@@ -463,3 +463,16 @@ def test_psd_cholesky_rank_deficient():
     assert np.all(np.triu(L, 1) == 0) and np.all(np.isfinite(L))
     assert np.all(np.diagonal(L, axis1=-2, axis2=-1) >= 0)
     assert np.all(L[6][:, 2] == 0) and np.all(L[8] == 0)     # dropped columns are exactly zero
+
+
+def test_sigma4_tensor_of_relu_with_three_distinct_inputs_matches_monte_carlo():
+    """⟨σ_aσ_bσ_cσ_d⟩ of ReLU over three distinct inputs (the kink-split rule; the tensor Gauss–Hermite
+    rule used before was 1.5 % off on ⟨σ_0σ_1²σ_2⟩): 4M draws, within 4 stderr (seeds 0–2 agree)."""
+    from pdlt.theory._gauss import Expectations
+
+    K = np.array([[1.3, 0.4, -0.2], [0.4, 0.9, 0.3], [-0.2, 0.3, 1.1]])
+    T = Expectations(get_activation("relu")).sigma4_tensor(K)
+    z = np.maximum(np.random.default_rng(0).standard_normal((4_000_000, 3)) @ np.linalg.cholesky(K).T, 0.0)
+    for idx in [(0, 0, 1, 2), (0, 1, 1, 2), (0, 1, 2, 2)]:
+        x = np.prod(z[:, list(idx)], axis=1)
+        assert abs(T[idx] - x.mean()) < 4 * x.std() / np.sqrt(x.size), (idx, T[idx], x.mean())

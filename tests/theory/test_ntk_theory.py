@@ -197,3 +197,16 @@ def test_ntk_step_zero_fluctuations_stay_genesis_only():
     out = ntk_step(K, z, T, z, z, z, z, 1.3, 0.2, 0.7, 1.0, E)
     want_B = 1.3 ** 2 * np.einsum("ijkl,ik,jl->ijkl", mixed4(K, (1, 1, 1, 1), E), T, T)
     np.testing.assert_allclose(out["B"], want_B, rtol=1e-13)
+
+
+@pytest.mark.parametrize("act", ["relu", "tanh"])
+def test_last_layer_ntk_fluctuation_is_the_vertex(act):
+    """When only the last layer trains its NTK is λ_b + (λ_W/C_W)(Ĝ − C_b), so A = (λ_W/C_W)²V and B = 0:
+    two independent recursions (NTK: mixed moments; vertex: ⟨σσσσ⟩) agree, three-input entries included."""
+    X = np.array([[1.0, 0.3, -0.5, 0.2], [-0.4, 1.1, 0.6, -0.3], [0.2, -0.7, 0.9, 1.0], [0.5, 0.5, -1.2, 0.1]])
+    net = MLP(4, 16, 3, act, C_b=0.0, C_W=2.0 if act == "relu" else 1.0, lambda_b=[0, 0, 0.5],
+              lambda_W=[0, 0, 1.0])
+    s = pdlt.theory(net, X, ntk=True).layer(3)
+    r = (1.0 / net.C_W[2]) ** 2
+    np.testing.assert_allclose(s.A, r * np.asarray(s.V), rtol=0, atol=1e-4 * np.max(np.abs(s.V)))
+    assert not np.any(s.B)
