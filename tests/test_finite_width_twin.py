@@ -87,7 +87,7 @@ from pdlt import MLP
 from pdlt.empirical.ntk import sample_parameters
 from pdlt.empirical.training import train_ensemble, train_networks
 from pdlt.estimate import _line_fit
-from pdlt.theory.finite_width import finite_width_mean
+from pdlt.theory.finite_width import finite_width_covariance, finite_width_mean
 from pdlt.theory.training import max_learning_rate
 
 SLOW = os.environ.get("PDLT_SLOW", "reduced")
@@ -187,6 +187,42 @@ def test_delta_kinks_bad_input():
     np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("act,sched", [("relu", "newton"), ("tanh", "gd4")])
+def test_covariance_expansion_matches_the_mean_and_infinite_width(act, sched):
+    """finite_width_covariance's expansion in the metric Ĝ: its infinite-width term is the kernel-learning
+    covariance (pdlt.theory.training), and the same expansion of the mean reproduces
+    finite_width_mean's "H1" and "NTK-fluct" parts (computed from the NTK statistics H¹, A, B)."""
+    from pdlt.theory import training as tr
+    from pdlt.theory.finite_width import _m_t, _metric_expansion
+    from pdlt.theory.network import theory
+
+    net = last_layer_net(act, 32)
+    eta, steps, newton = schedule(net, sched)
+    c = finite_width_covariance(net, X_TRAIN, Y_TRAIN, X_TEST, eta=eta, steps=steps, newton=newton)
+    th = (tr.newton_step(net, X_TRAIN, Y_TRAIN, X_TEST) if newton else
+          tr.gradient_descent(net, X_TRAIN, Y_TRAIN, X_TEST, eta=eta, steps=steps))
+    np.testing.assert_allclose(c.infinite, th.cov, rtol=1e-10, atol=1e-12)
+    m = finite_width_mean(net, X_TRAIN, Y_TRAIN, X_TEST, eta=eta, steps=steps, newton=newton,
+                          parts=("H1", "NTK-fluct"))
+    L = net.depth
+    C_b, C_W = net.hyper(L)
+    lb, lw = net.lambda_b[L - 1], net.lambda_W[L - 1]
+    st = theory(net, np.vstack([X_TRAIN, X_TEST])).layer(L)
+    e = _metric_expansion(st.K, st.V, st.G1, 32, lambda G: lb + lw * (G - C_b) / C_W, 3, Y_TRAIN[:, None],
+                          lambda H: _m_t(H, eta, steps, newton))
+    mean_parts = e["mean"][1]
+    np.testing.assert_allclose(mean_parts["G1"][:, 0], m.parts["H1"], rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(mean_parts["V"][:, 0], m.parts["NTK-fluct"], rtol=5e-3, atol=2e-4)
+    np.testing.assert_allclose(c.correction, c.correction.T, atol=1e-10)
+
+
+def test_covariance_needs_a_last_layer_model():
+    with pytest.raises(NotImplementedError, match="only the last layer trains"):
+        finite_width_covariance(all_layers_net("tanh", 32), X_TRAIN, Y_TRAIN, X_TEST, newton=True)
+    with pytest.raises(ValueError, match="y_train"):
+        finite_width_covariance(last_layer_net("tanh", 16), X_TRAIN, Y_TRAIN[:2], X_TEST, newton=True)
+
+
 def test_zero_steps_is_zero():
     net = last_layer_net("tanh", 16)
     p = finite_width_mean(net, X_TRAIN, Y_TRAIN, X_TEST, eta=0.1, steps=0)
@@ -245,6 +281,40 @@ def test_finite_width_mean_twin(act, sched):
         assert abs(a_fw) < 4 * sa_fw, (act, sched, j, a_fw, sa_fw, rows)
         if j == 0:  # the first test point carries the large effect in every config
             assert abs(a_inf) > 5 * sa_inf, (act, sched, j, a_inf, sa_inf, rows)
+
+
+# the covariance of the trained outputs, when only the last layer trains
+if SLOW == "reduced":
+    COV_CONFIGS = {("tanh", "gd4"): ([16, 32, 64], 40000)}
+else:
+    COV_CONFIGS = {("tanh", "gd4"): ([16, 32, 64, 128], 40000), ("tanh", "gd16"): ([16, 32, 64, 128], 40000),
+                   ("relu", "newton"): ([32, 64, 128, 256], 40000), ("relu", "gd16"): ([32, 64, 128, 256], 40000)}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("act,sched", sorted(COV_CONFIGS))
+def test_finite_width_covariance_twin(act, sched):
+    """Only the last layer trains: the covariance over initializations of the trained outputs at the two
+    test inputs (both variances and the cross term), n·(measured − prediction) = a + b/n: a = 0 within
+    4σ_a with the O(1/n) terms, while the infinite-width covariance leaves |a| > 5σ_a on both variances."""
+    widths, networks = COV_CONFIGS[act, sched]
+    iu = np.triu_indices(X_TEST.shape[0])
+    rows = []
+    for n in widths:
+        net = last_layer_net(act, n)
+        eta, steps, newton = schedule(net, sched)
+        c = train_ensemble(net, X_TRAIN, Y_TRAIN, X_TEST, networks, 1, eta=eta, steps=steps, newton=newton,
+                           groups=40).cov
+        p = finite_width_covariance(net, X_TRAIN, Y_TRAIN, X_TEST, eta=eta, steps=steps, newton=newton)
+        rows.append((n, n * (c.mean - p.infinite)[iu], n * (c.mean - p.total)[iu], n * c.stderr[iu]))
+    ns = [r[0] for r in rows]
+    for e in range(len(iu[0])):
+        s = [r[3][e] for r in rows]
+        a_fw, sa_fw, _ = fit_intercept(ns, [r[2][e] for r in rows], s)
+        assert abs(a_fw) < 4 * sa_fw, (act, sched, e, a_fw, sa_fw, rows)
+        if iu[0][e] == iu[1][e]:
+            a_inf, sa_inf, _ = fit_intercept(ns, [r[1][e] for r in rows], s)
+            assert abs(a_inf) > 5 * sa_inf, (act, sched, e, a_inf, sa_inf, rows)
 
 
 # ---------------------------------------------------------------------------------------------

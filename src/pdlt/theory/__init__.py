@@ -10,7 +10,7 @@ import sys as _sys
 from . import bayes, finite_width, training
 from .bayes import (Prediction, hebbian_shift, kernel_blocks, log_evidence, log_evidence_ratio, posterior,
                     posterior_mean_nlo)
-from .finite_width import FiniteWidthPrediction, finite_width_mean
+from .finite_width import FiniteWidthPrediction, finite_width_covariance, finite_width_mean
 from .network import Theory, _CallableModule, theory
 from .state import LayerState
 from .training import DivergenceWarning, expected_loss, gradient_descent, max_learning_rate, newton_step
@@ -18,6 +18,6 @@ from .training import DivergenceWarning, expected_loss, gradient_descent, max_le
 __all__ = ["theory", "Theory", "LayerState", "bayes", "training", "Prediction", "kernel_blocks", "posterior",
            "log_evidence", "log_evidence_ratio", "posterior_mean_nlo", "hebbian_shift", "gradient_descent",
            "newton_step", "max_learning_rate", "expected_loss", "DivergenceWarning", "finite_width",
-           "finite_width_mean", "FiniteWidthPrediction"]
+           "finite_width_mean", "finite_width_covariance", "FiniteWidthPrediction"]
 
 _sys.modules[__name__].__class__ = _CallableModule

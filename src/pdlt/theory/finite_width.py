@@ -88,7 +88,10 @@ an independent analytic derivation (``test_dntk_part_has_the_gradient_flow_limit
 closed form m^{dNTK} (S5's Z tensors, read with n_L = 1 and P + Q + Q^{(12)} = n E[dĤ z]) does
 **not** agree: tanh, L = 3, t = ∞ at η = η*/20 it gives (0.377, 0.376) where the dynamics gives
 (0.296, 0.378) and gradient flow (0.294, 0.376); it is not used.
-Not done: the O(1/n) covariance of the trained outputs.
+**Covariance** (:func:`finite_width_covariance`): to O(1/n) when only the last layer trains, where the
+network is linear in its trained parameters and everything is a function of the output layer's
+stochastic metric Ĝ (K, G^{1}, V); twin ``test_finite_width_covariance_twin``. Not done: the covariance
+when hidden layers train (the moving NTK's correlations with two outputs are not derived).
 """
 
 from __future__ import annotations
@@ -102,8 +105,8 @@ from .. import _validate as v
 from ..mlp import MLP
 from .bayes import RCOND
 
-__all__ = ["FiniteWidthPrediction", "finite_width_mean", "trained_mean_function", "nearly_kernel_mean",
-           "nearly_kernel_step", "nearly_kernel_couplings", "dntk_statistics"]
+__all__ = ["FiniteWidthPrediction", "finite_width_mean", "finite_width_covariance", "trained_mean_function",
+           "nearly_kernel_mean", "nearly_kernel_step", "nearly_kernel_couplings", "dntk_statistics"]
 
 PARTS = ("H1", "NTK-fluct", "dNTK", "ddNTK")
 FROZEN_PARTS = ("H1", "NTK-fluct")
@@ -305,31 +308,10 @@ class FiniteWidthPrediction:
         return self.infinite + self.correction / self.n
 
 
-def finite_width_mean(net: MLP, X_train, y_train, X_test, *, eta: float | None = None, steps=None,
-                      newton: bool = False, parts=PARTS, kinks: str = "a.e.") -> FiniteWidthPrediction:
-    r"""Mean trained output at X_test to O(1/n) (module docstring; book Ch. ∞, §∞.2).
-
-    X_train (N_A, n_0), y_train (N_A,) or (N_A, n_L), X_test (N_B, n_0).
-    Gradient descent: ``eta`` and ``steps`` (an int, or None for t = ∞). ``newton=True``: ``steps``
-    Newton steps (default 1, the giant leap) of the matrix rate Ĥ_AA⁻¹ (η = 1). The frozen parts need
-    only M_t; the moving parts ("dNTK", "ddNTK") follow the algorithm step by step.
-
-    ``kinks`` (kinked σ only): "a.e." (default) predicts the network whose neurons keep their
-    initialization slopes (``train_ensemble(..., frozen_slopes=True)``), for every schedule; "delta"
-    predicts the real network, with the δ-function σ″, σ‴ (:mod:`pdlt.theory._delta`), for one Newton
-    step at test inputs distinct from the training inputs: the only case where kink crossings are
-    O(1/n) (module docstring).
-    """
-    from .network import theory as _theory
-    from .ntk_correction import ntk_mean_correction
+def _training_setup(net: MLP, X_train, y_train, X_test, eta, steps, newton: bool):
+    """Validated (X_A, X_B, Y (N_A, n_L), one_d, eta, steps) of a training schedule (ValueError otherwise)."""
     from .training import max_learning_rate
 
-    if not isinstance(net, MLP):
-        raise ValueError(f"net must be a pdlt.MLP, got {type(net).__name__}")
-    parts = tuple(parts)
-    bad = [p for p in parts if p not in PARTS]
-    if bad:
-        raise ValueError(f"unknown parts {bad}; available: {PARTS}")
     XA = v.inputs("X_train", X_train, net.input_dim)
     XB = v.inputs("X_test", X_test, net.input_dim)
     nL = net.n(net.depth)
@@ -354,6 +336,35 @@ def finite_width_mean(net: MLP, X_train, y_train, X_test, *, eta: float | None =
         if eta >= eta_max:
             raise ValueError(f"eta = {eta:g} >= 2/λ_max(Θ̃) = {eta_max:g}: gradient descent diverges at "
                              f"infinite width; choose 0 < eta < {eta_max:g}")
+    return XA, XB, Y, one_d, eta, steps
+
+
+def finite_width_mean(net: MLP, X_train, y_train, X_test, *, eta: float | None = None, steps=None,
+                      newton: bool = False, parts=PARTS, kinks: str = "a.e.") -> FiniteWidthPrediction:
+    r"""Mean trained output at X_test to O(1/n) (module docstring; book Ch. ∞, §∞.2).
+
+    X_train (N_A, n_0), y_train (N_A,) or (N_A, n_L), X_test (N_B, n_0).
+    Gradient descent: ``eta`` and ``steps`` (an int, or None for t = ∞). ``newton=True``: ``steps``
+    Newton steps (default 1, the giant leap) of the matrix rate Ĥ_AA⁻¹ (η = 1). The frozen parts need
+    only M_t; the moving parts ("dNTK", "ddNTK") follow the algorithm step by step.
+
+    ``kinks`` (kinked σ only): "a.e." (default) predicts the network whose neurons keep their
+    initialization slopes (``train_ensemble(..., frozen_slopes=True)``), for every schedule; "delta"
+    predicts the real network, with the δ-function σ″, σ‴ (:mod:`pdlt.theory._delta`), for one Newton
+    step at test inputs distinct from the training inputs: the only case where kink crossings are
+    O(1/n) (module docstring).
+    """
+    from .network import theory as _theory
+    from .ntk_correction import ntk_mean_correction
+
+    if not isinstance(net, MLP):
+        raise ValueError(f"net must be a pdlt.MLP, got {type(net).__name__}")
+    parts = tuple(parts)
+    bad = [p for p in parts if p not in PARTS]
+    if bad:
+        raise ValueError(f"unknown parts {bad}; available: {PARTS}")
+    XA, XB, Y, one_d, eta, steps = _training_setup(net, X_train, y_train, X_test, eta, steps, newton)
+    nL = net.n(net.depth)
     if kinks not in ("a.e.", "delta"):
         raise ValueError(f"kinks must be 'a.e.' or 'delta', got {kinks!r}")
     delta = kinks == "delta" and not net.activation.smooth
@@ -414,3 +425,115 @@ def finite_width_mean(net: MLP, X_train, y_train, X_test, *, eta: float | None =
             out["ddNTK"] = nearly_kernel_mean(Theta, zero, st["ddI"], st["ddII"], K_AA,
                                               Y.reshape(-1), **kw).reshape(shape)
     return FiniteWidthPrediction(m_inf, out, n)
+
+
+# ---------------------------------------------------------------------------------------------
+# the covariance, when only the last layer trains
+
+COV_PARTS = ("G1", "V")
+
+
+def _m_t(HAA: np.ndarray, eta, steps, newton: bool) -> np.ndarray:
+    r"""M_t(Ĥ_AA) = Ĥ_AA⁻¹(1 − (1 − ηĤ_AA)^t); Ĥ_AA⁻¹ for t = ∞ or Newton steps."""
+    I = np.eye(HAA.shape[0])
+    if newton or steps is None or math.isinf(steps):
+        return np.linalg.inv(HAA)
+    return np.linalg.solve(HAA, I - np.linalg.matrix_power(I - eta * HAA, int(steps)))
+
+
+def _metric_expansion(G, V, G1, n: int, H_of, MA: int, Y, m_t):
+    r"""Mean and covariance of the trained outputs to O(1/n) for a network linear in its trained
+    parameters, as functions of its stochastic metric Ĝ (E[Ĝ] = G + G1/n, n Cov(Ĝ, Ĝ) = V).
+
+    Given Ĝ the outputs are Gaussian with covariance Ĝ and the trained output is linear in them, so
+    h(Ĝ) = Ĥ_BA M y and g(Ĝ) = Ĝ_BB − PĜ_AB − Ĝ_BA Pᵀ + PĜ_AA Pᵀ (P = Ĥ_BA M) are its conditional mean
+    and covariance; E[z] = E[h], Cov[z] = E[g] + Cov[h], expanded to O(1/n) by directional central
+    differences (Richardson-extrapolated) along G1 and the eigenvectors of V.
+    Returns {"mean": (m^∞, {"G1": c, "V": c}), "cov": (Σ^∞, {"G1": c, "V": c})}.
+    """
+    N = G.shape[0]
+    NB = N - MA
+    nL = Y.shape[1]
+
+    def f(Gm):
+        H = H_of(Gm)
+        P = H[MA:, :MA] @ m_t(H[:MA, :MA])
+        g = Gm[MA:, MA:] - P @ Gm[:MA, MA:] - Gm[MA:, :MA] @ P.T + P @ Gm[:MA, :MA] @ P.T
+        return np.concatenate([(P @ Y).reshape(-1), g.reshape(-1)])
+
+    def split(x):
+        return x[:NB * nL].reshape(NB, nL), x[NB * nL:].reshape(NB, NB)
+
+    h = 1e-3 * float(np.max(np.abs(np.diag(G))))
+    base = f(G)
+    nrm = float(np.max(np.abs(G1))) or 1.0
+    d_G1 = split(_richardson(_d1, f, G, G1 / nrm, h) * nrm)
+    w, U = np.linalg.eigh(0.5 * (V.reshape(N * N, N * N) + V.reshape(N * N, N * N).T))
+    curv = np.zeros_like(base)
+    cov_h = np.zeros((NB, NB))
+    for k in range(w.size):
+        if abs(w[k]) <= 1e-14 * max(abs(w).max(), 1e-300):
+            continue
+        D = U[:, k].reshape(N, N)
+        curv += 0.5 * w[k] * _richardson(_d2, f, G, D, h)
+        dh = split(_richardson(_d1, f, G, D, h))[0]
+        cov_h += w[k] * dh @ dh.T / nL                 # (1/n_L) Σ_i Cov[h_i, h_i], the measured layout
+    m0, c0 = split(base)
+    mV, cV = split(curv)
+    return {"mean": (m0, {"G1": d_G1[0], "V": mV}), "cov": (c0, {"G1": d_G1[1], "V": cV + cov_h})}
+
+
+def finite_width_covariance(net: MLP, X_train, y_train, X_test, *, eta: float | None = None, steps=None,
+                            newton: bool = False) -> FiniteWidthPrediction:
+    r"""Covariance over initializations of the trained outputs at X_test to O(1/n), when only the last
+    layer trains (book Ch. ∞, §∞.2; Ch. 10 at finite width).
+
+    With λ^{(ℓ)} = 0 for ℓ < L the network is linear in its trained parameters (W^{(L)}, b^{(L)}): its
+    NTK Ĥ = λ_b + λ_W Σ̂ and its metric Ĝ = C_b + C_W Σ̂ (Σ̂_{αβ} = Σ_j σ_{j;α}σ_{j;β}/n_{L−1}, layer-L
+    hyperparameters) are frozen, Ĥ = λ_b + (λ_W/C_W)(Ĝ − C_b), and given Ĝ the initial outputs are
+    Gaussian with covariance Ĝ. The trained output
+    :math:`z_B(T) = z_B(0) - \hat H_{BA}M_t(\hat H_{AA})(z_A(0) - y)` has conditional mean
+    h(Ĝ) = Ĥ_BA M y and covariance
+
+    .. math:: g(\hat G) = \hat G_{BB} - P\hat G_{AB} - \hat G_{BA}P^\top + P\hat G_{AA}P^\top,\qquad P = \hat H_{BA}M_t,
+
+    so :math:`\mathrm{Cov}[z_B(T)] = E[g(\hat G)] + \mathrm{Cov}[h(\hat G)]`. With
+    :math:`E[\hat G] = K + G^{\{1\}}/n` and :math:`n\,\mathrm{Cov}(\hat G_{\alpha_1\alpha_2}, \hat G_{\alpha_3\alpha_4}) = V_{(\alpha_1\alpha_2)(\alpha_3\alpha_4)}`
+    (layer L, book §4.1, §4.3), to O(1/n):
+
+    .. math:: \Sigma = g(K) + \frac1n\Big(\partial g[G^{\{1\}}] + \tfrac12\sum V\,\partial^2 g
+              + \sum V\,\partial h\,\partial h^\top\Big),
+
+    parts "G1" (the first term in the bracket) and "V" (the other two). Cov is the measured layout of
+    :attr:`pdlt.empirical.training.TrainingMeasurement.cov`, (1/n_L)Σ_i Cov[z_{i;β1}, z_{i;β2}].
+    The same expansion of E[h] is the mean's "H1" + "NTK-fluct" parts of :func:`finite_width_mean`.
+
+    Schedules as :func:`finite_width_mean` (gradient descent ``eta``, ``steps``; ``newton=True``: the
+    network's own Ĥ_AA⁻¹, which for this linear model reaches the t = ∞ fit in one step). Returns a
+    :class:`FiniteWidthPrediction` with (N_B, N_B) arrays. NotImplementedError when hidden layers train:
+    the moving NTK's contributions to the covariance (dNTK, ddNTK against two outputs) are not derived.
+    """
+    from .network import theory as _theory
+
+    if not isinstance(net, MLP):
+        raise ValueError(f"net must be a pdlt.MLP, got {type(net).__name__}")
+    L = net.depth
+    if any(net.lambda_b[l] or net.lambda_W[l] for l in range(L - 1)):
+        raise NotImplementedError(
+            "finite_width_covariance needs a network in which only the last layer trains (lambda_b = "
+            "lambda_W = 0 in layers 1..L-1): with hidden layers training the NTK moves, and its O(1/n) "
+            "contributions to the covariance are not derived")
+    XA, XB, Y, _, eta, steps = _training_setup(net, X_train, y_train, X_test, eta, steps, newton)
+    C_b, C_W = net.hyper(L)
+    lam_b, lam_W = net.lambda_b[L - 1], net.lambda_W[L - 1]
+    NA = XA.shape[0]
+    s = _theory(net, np.vstack([XA, XB])).layer(L)
+    K, V, G1 = (np.asarray(a) for a in (s.K, s.V, s.G1))
+    w = np.linalg.eigvalsh(lam_b + lam_W * (K[:NA, :NA] - C_b) / C_W)
+    if not w[0] > RCOND * w[-1]:
+        raise ValueError(f"the training-block NTK Θ_AA is singular (smallest/largest eigenvalue "
+                         f"{w[0] / w[-1]:.3g}): duplicate or degenerate training inputs; remove them")
+    out = _metric_expansion(K, V, G1, net.n(L - 1), lambda G: lam_b + lam_W * (G - C_b) / C_W, NA, Y,
+                            lambda HAA: _m_t(HAA, eta, steps, newton))
+    cov, parts = out["cov"]
+    return FiniteWidthPrediction(cov, parts, net.n(L - 1))
