@@ -235,8 +235,10 @@ class FiniteWidthRegressor(_InfiniteWidthRegressor):
 
     **Spread: infinite width only.** ``predict(X, return_std=True)`` / ``return_cov=True`` give the
     spread over initializations of the infinite-width network, the same numbers as
-    :class:`NTKRegressor` with the same hyperparameters (t = ∞ for Newton steps). The O(1/n)
-    correction to the covariance is not implemented; only the mean carries 1/n terms.
+    :class:`NTKRegressor` with the same hyperparameters (t = ∞ for Newton steps); only the mean carries
+    1/n terms. (The O(1/n) covariance exists when only the last layer trains,
+    :func:`pdlt.theory.finite_width.finite_width_covariance`, a network this estimator's scalar λ_b, λ_W
+    do not describe; with all layers training it is not derived.)
 
     **Cost.** The theory works with four-index tensors over all inputs; its cost grows like
     (N_train + N_test)^4 (times n_targets^4) and is recomputed at every ``predict``. The estimator is
