@@ -268,6 +268,23 @@ def test_wrong_finite_width_correction_fails(monkeypatch, tmp_path):
     assert res.exit_code == 1 and res.check("finite_width").status == "fail"
 
 
+def test_wrong_finite_width_covariance_fails(monkeypatch, tmp_path):
+    """The 1/n coefficient of the trained covariance × 3 fails the finite-width check, on the covariance row."""
+    pytest.importorskip("pdlt.empirical.training")
+    import pdlt.theory.finite_width as fw
+
+    real = fw.finite_width_covariance
+
+    def wrong(*a, **k):
+        p = real(*a, **k)
+        return dataclasses.replace(p, parts={name: 3.0 * c for name, c in p.parts.items()})
+    monkeypatch.setattr(fw, "finite_width_covariance", wrong)
+    res = run_verify(tmp_path / "wrong", mode="test", progress=False, json_only=True, checks=["finite_width"])
+    assert res.exit_code == 1 and res.check("finite_width").status == "fail"
+    assert {r.name for r in res.check("finite_width").rows if r.ok is False} == {
+        "1/n coefficient of Cov[z(T)] (Var_0, Cov_01, Var_1)"}
+
+
 def test_registry_extension_skip_and_failure(tmp_path):
     @register("missing_module", title="needs a module", observable="x", book="-", description="-",
               settings={"default": {"seed": 1}}, requires=("pdlt.no_such_module",))

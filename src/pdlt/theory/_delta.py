@@ -135,7 +135,8 @@ def delta_moments(act, K: np.ndarray, requests) -> np.ndarray:
 
 
 def delta_tensor(act, K: np.ndarray, orders) -> np.ndarray:
-    """⟨σ^{(o_1)}_a σ^{(o_2)}_b … ⟩_K over all input tuples (a, b, …), shape (N,)*len(orders); NaN where ill-defined."""
+    """⟨σ^{(o_1)}_a σ^{(o_2)}_b … ⟩_K over all input tuples (a, b, …), shape (N,)*len(orders); NaN where
+    ill-defined."""
     N = K.shape[0]
     keys: dict[tuple, list[int]] = {}
     for flat, idx in enumerate(product(range(N), repeat=len(orders))):

@@ -498,7 +498,8 @@ def finite_width_covariance(net: MLP, X_train, y_train, X_test, *, eta: float | 
     .. math:: g(\hat G) = \hat G_{BB} - P\hat G_{AB} - \hat G_{BA}P^\top + P\hat G_{AA}P^\top,\qquad P = \hat H_{BA}M_t,
 
     so :math:`\mathrm{Cov}[z_B(T)] = E[g(\hat G)] + \mathrm{Cov}[h(\hat G)]`. With
-    :math:`E[\hat G] = K + G^{\{1\}}/n` and :math:`n\,\mathrm{Cov}(\hat G_{\alpha_1\alpha_2}, \hat G_{\alpha_3\alpha_4}) = V_{(\alpha_1\alpha_2)(\alpha_3\alpha_4)}`
+    :math:`E[\hat G] = K + G^{\{1\}}/n` and
+    :math:`n\,\mathrm{Cov}(\hat G_{\alpha_1\alpha_2}, \hat G_{\alpha_3\alpha_4}) = V_{(\alpha_1\alpha_2)(\alpha_3\alpha_4)}`
     (layer L, book §4.1, §4.3), to O(1/n):
 
     .. math:: \Sigma = g(K) + \frac1n\Big(\partial g[G^{\{1\}}] + \tfrac12\sum V\,\partial^2 g

@@ -1095,14 +1095,24 @@ def _fw_cfg(sched, networks, widths=(32, 64, 128)):
             "widths": list(widths)}
 
 
+def _fw_cov_cfg(networks, widths=(16, 32, 64)):
+    """The covariance twin: tanh, depth 3, only the last layer trains, 4 GD steps at η*/4."""
+    return {"activation": "tanh", "C_b": 0.0, "C_W": 1.0, "depth": 3, "sched": "gd4", "networks": networks,
+            "widths": list(widths), "covariance": True}
+
+
 def _fw_net(cfg, n: int) -> pdlt.MLP:
+    if cfg.get("covariance"):
+        lb, lw = [0.0] * (cfg["depth"] - 1) + [LAMBDA_B], [0.0] * (cfg["depth"] - 1) + [LAMBDA_W]
+    else:
+        lb, lw = LAMBDA_B, LAMBDA_W
     return pdlt.MLP(4, n, cfg["depth"], cfg["activation"], C_b=cfg["C_b"], C_W=cfg["C_W"],
-                    lambda_b=LAMBDA_B, lambda_W=LAMBDA_W, output_dim=1)
+                    lambda_b=lb, lambda_W=lw, output_dim=1)
 
 
 @register(
-    "finite_width", title="Learning at finite width: the 1/n correction to the trained mean",
-    observable="the 1/n coefficient c of E[z(T)] = m^∞ + c/n at the test inputs",
+    "finite_width", title="Learning at finite width: the 1/n corrections to the trained mean and covariance",
+    observable="the 1/n coefficient c of E[z(T)] = m^∞ + c/n at the test inputs, and of Cov[z(T)]",
     book="book Ch. ∞ (§∞.2, nearly-kernel methods: dNTK and ddNTK dynamics); formula sheet §9",
     description=(
         "tanh networks of depth 2 trained in all layers (λ_b = 0.5, λ_W = 1 in every layer; one Newton step, "
@@ -1115,19 +1125,25 @@ def _fw_net(cfg, n: int) -> pdlt.MLP:
         "kinks during training — O(1/n) at test inputs after one Newton step, predicted by the δ-function "
         "terms (kinks='delta'), but with a residual whose extrapolation needs a + b/√n + c/n over ≥ 4 widths "
         "(tests/test_finite_width_twin.py); O(n^-1/2) after two or more steps, beyond any 1/n expansion "
-        "(pdlt.theory.finite_width)."),
-    requires=("pdlt.empirical.training:train_ensemble", "pdlt.theory.finite_width:finite_width_mean"),
+        "(pdlt.theory.finite_width). The covariance: tanh networks of depth 3 in which only the last layer "
+        "trains (λ = 0 below; the setting of pdlt.theory.finite_width_covariance), 4 GD steps at η*/4, widths "
+        "16, 32, 64 (in --full 16–128); the measured n·(Cov[z(T)] − Σ^∞) at the two test inputs (both "
+        "variances and the cross term) is extrapolated by a + b/n (the residual is O(1/n²) there) and "
+        "compared with the theory's coefficient (G¹ and V parts)."),
+    requires=("pdlt.empirical.training:train_ensemble", "pdlt.theory.finite_width:finite_width_mean",
+              "pdlt.theory.finite_width:finite_width_covariance"),
     settings={
-        "test": {"configs": [_fw_cfg("newton", 20000)], "groups": 40, "seed": 901},
-        "quick": {"configs": [_fw_cfg("newton", 30000)], "groups": 40, "seed": 901},
-        "default": {"configs": [_fw_cfg("newton", 60000)], "groups": 40, "seed": 901},
+        "test": {"configs": [_fw_cfg("newton", 20000), _fw_cov_cfg(20000)], "groups": 40, "seed": 901},
+        "quick": {"configs": [_fw_cfg("newton", 30000), _fw_cov_cfg(30000)], "groups": 40, "seed": 901},
+        "default": {"configs": [_fw_cfg("newton", 60000), _fw_cov_cfg(40000)], "groups": 40, "seed": 901},
         "full": {"configs": [_fw_cfg("newton", 100000, (32, 64, 128, 256)),
-                             _fw_cfg("gd16", 100000, (32, 64, 128, 256))], "groups": 40, "seed": 901},
+                             _fw_cfg("gd16", 100000, (32, 64, 128, 256)),
+                             _fw_cov_cfg(100000, (16, 32, 64, 128))], "groups": 40, "seed": 901},
     })
 def finite_width(ctx):
     from ..empirical.training import train_ensemble
     from ..estimate import Estimate
-    from ..theory.finite_width import finite_width_mean
+    from ..theory.finite_width import finite_width_covariance, finite_width_mean
     from ..theory.training import max_learning_rate
 
     rng = np.random.default_rng(3)
@@ -1137,57 +1153,80 @@ def finite_width(ctx):
     results = []
     for i, cfg in enumerate(s["configs"]):
         seed = ctx.seed + i
-        label = f"tanh L=2 {'Newton step' if cfg['sched'] == 'newton' else 'GD 16 steps at η*/4'}"
+        cov = bool(cfg.get("covariance"))
+        label = (f"tanh L={cfg['depth']} last layer, GD 4 steps at η*/4" if cov else
+                 f"tanh L=2 {'Newton step' if cfg['sched'] == 'newton' else 'GD 16 steps at η*/4'}")
         ctx.status(label)
         # m^∞, η* and the 1/n coefficients do not depend on n: one theory for every width
         net = _fw_net(cfg, cfg["widths"][0])
         run = (dict(newton=True) if cfg["sched"] == "newton"
-               else dict(eta=0.25 * max_learning_rate(net, XA), steps=16))
-        p = finite_width_mean(net, XA, yA, XB, **run)
+               else dict(eta=0.25 * max_learning_rate(net, XA), steps=int(cfg["sched"][2:])))
+        p = (finite_width_covariance if cov else finite_width_mean)(net, XA, yA, XB, **run)
+        iu = np.triu_indices(XB.shape[0])
+        inf = p.infinite[iu] if cov else p.infinite
         rows = []
         for n in cfg["widths"]:
             net, key = _fw_net(cfg, n), f"{label} n={n}"
 
             def compute(net=net, run=run, key=key):
                 m = train_ensemble(net, XA, yA, XB, cfg["networks"], seed, groups=s["groups"], progress=False,
-                                   shard_size=_shard(cfg["networks"]), checkpoint=ctx.checkpoint(key), **run).mean
-                return {"mean": np.asarray(m.mean).reshape(-1), "stderr": np.asarray(m.stderr).reshape(-1)}
+                                   shard_size=_shard(cfg["networks"]), checkpoint=ctx.checkpoint(key), **run)
+                e = m.cov if cov else m.mean
+                sel = iu if cov else slice(None)
+                return {"mean": np.asarray(e.mean)[sel].reshape(-1), "stderr": np.asarray(e.stderr)[sel].reshape(-1)}
             part = ctx.part(key, compute)
-            rows.append((n, n * (part["mean"] - p.infinite), n * part["stderr"]))
-        a, sa, _ = _inv_n_fit([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], power=0.5)
-        results.append((cfg, label, seed, rows, Estimate(a, sa, cfg["networks"]), p.correction))
+            rows.append((n, n * (part["mean"] - inf), n * part["stderr"]))
+        # the mean's residual falls like n^{-3/2} (all layers training); the covariance's like n^{-2}
+        a, sa, _ = _inv_n_fit([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows],
+                              power=1.0 if cov else 0.5)
+        c = p.correction[iu] if cov else p.correction
+        results.append((cfg, label, seed, rows, Estimate(a, sa, cfg["networks"]), c))
     k = bonferroni(sum(r[4].mean.size for r in results))
     for cfg, label, seed, rows, est, c in results:
-        ctx.add_rows([_row(label, "1/n coefficient of E[z(T)]", cfg["depth"], c, est, k,
-                           note="measured: intercept of n·(E[z] − m^∞) = a + b/√n over n = "
-                                + ", ".join(str(r[0]) for r in rows))])
+        cov = bool(cfg.get("covariance"))
+        what = "Cov[z(T)] (Var_0, Cov_01, Var_1)" if cov else "E[z(T)]"
+        ctx.add_rows([_row(label, f"1/n coefficient of {what}", cfg["depth"], c, est, k,
+                           note=f"measured: intercept of n·({'Cov − Σ^∞' if cov else 'E[z] − m^∞'}) = a + "
+                                f"{'b/n' if cov else 'b/√n'} over n = " + ", ".join(str(r[0]) for r in rows))])
         z0 = float(np.max(np.abs(est.mean / est.stderr)))
+        parts = "G¹ and V parts" if cov else "H¹, NTK fluctuations, dNTK and ddNTK parts"
         ctx.note(f"{label}: the infinite-width prediction alone (c = 0) would give max |z| = {z0:.1f}; the "
-                 f"theory's c (H¹, NTK fluctuations, dNTK and ddNTK parts together) is {np.round(c, 3).tolist()}.")
-        run = "newton=True" if cfg["sched"] == "newton" else "eta=0.25 * max_learning_rate(net, XA), steps=16"
+                 f"theory's c ({parts} together) is {np.round(c, 3).tolist()}.")
+        if cov:
+            run = "eta=0.25 * max_learning_rate(net, XA), steps=4"
+            net_src = (f"pdlt.MLP(4, n, 3, 'tanh', C_b=0.0, C_W=1.0, lambda_b=[0, 0, {LAMBDA_B!r}], "
+                       f"lambda_W=[0, 0, {LAMBDA_W!r}], output_dim=1)")
+            fn, est_name = "finite_width_covariance", "cov"
+        else:
+            run = "newton=True" if cfg["sched"] == "newton" else "eta=0.25 * max_learning_rate(net, XA), steps=16"
+            net_src = (f"pdlt.MLP(4, n, 2, 'tanh', C_b=0.0, C_W=1.0, lambda_b={LAMBDA_B!r}, "
+                       f"lambda_W={LAMBDA_W!r}, output_dim=1)")
+            fn, est_name = "finite_width_mean", "mean"
         ctx.snippet(
-            f"# {label}\nfrom pdlt.empirical import train_ensemble\nfrom pdlt.theory import finite_width_mean\n"
+            f"# {label}\nfrom pdlt.empirical import train_ensemble\nfrom pdlt.theory import {fn}\n"
             f"from pdlt.theory.training import max_learning_rate\n"
             f"rng = np.random.default_rng(3)\nXA, XB = rng.standard_normal((3, 4)), rng.standard_normal((2, 4))\n"
             f"yA = 2.0 * np.sin(XA @ rng.standard_normal(4) / 2)\n"
             f"for n in {cfg['widths']}:\n"
-            f"    net = pdlt.MLP(4, n, 2, 'tanh', C_b=0.0, C_W=1.0, lambda_b={LAMBDA_B!r}, lambda_W={LAMBDA_W!r}, "
-            f"output_dim=1)\n"
-            f"    p = finite_width_mean(net, XA, yA, XB, {run})\n"
-            f"    m = train_ensemble(net, XA, yA, XB, {cfg['networks']}, {seed}, {run}, groups={s['groups']}).mean\n"
+            f"    net = {net_src}\n"
+            f"    p = {fn}(net, XA, yA, XB, {run})\n"
+            f"    m = train_ensemble(net, XA, yA, XB, {cfg['networks']}, {seed}, {run}, "
+            f"groups={s['groups']}).{est_name}\n"
             f"    print(n, n * (m.mean - p.infinite), n * m.stderr, 'theory', p.correction)")
     fig, axes = _figure(ctx, 1, len(results), (4.4 * len(results), 3.6))
     if fig is None:
         return
     for ax, (cfg, label, seed, rows, est, c) in zip(axes[0], results):
         ns = np.array([r[0] for r in rows], dtype=float)
-        for j, color in zip(range(len(c)), ("C0", "C1")):
+        names = (["Var_0", "Cov_01", "Var_1"] if cfg.get("covariance") else
+                 [f"test input {j}" for j in range(len(c))])
+        for j, color in zip(range(len(c)), ("C0", "C1", "C2")):
             ax.errorbar(ns, [r[1][j] for r in rows], [r[2][j] for r in rows], fmt="o", color=color,
-                        label=f"measured, test input {j}")
-            ax.axhline(c[j], color=color, ls="--", label=f"theory c, test input {j}")
+                        label=f"measured, {names[j]}")
+            ax.axhline(c[j], color=color, ls="--", label=f"theory c, {names[j]}")
         ax.set_xscale("log", base=2)
         ax.set_xlabel("width n")
-        ax.set_ylabel("n·(E[z(T)] − m^∞)")
+        ax.set_ylabel("n·(Cov[z(T)] − Σ^∞)" if cfg.get("covariance") else "n·(E[z(T)] − m^∞)")
         ax.set_title(label, fontsize=9)
         ax.legend(fontsize=7)
     ctx.set_figure(fig)
