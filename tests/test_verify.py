@@ -253,36 +253,22 @@ def test_wrong_training_mean_fails(monkeypatch, tmp_path):
     assert all(r.name in ("mean E[z(t)]", "test error E[(z − y)²]") for r in bad)
 
 
-def test_wrong_finite_width_correction_fails(monkeypatch, tmp_path):
-    """The 1/n coefficient of the trained mean × 3 fails the finite-width check."""
+def test_wrong_finite_width_corrections_fail(monkeypatch, tmp_path):
+    """The 1/n coefficients of the trained mean and covariance × 3 fail the finite-width check, each on its row."""
     pytest.importorskip("pdlt.empirical.training")
     import pdlt.theory.finite_width as fw
 
-    real = fw.finite_width_mean
-
-    def wrong(*a, **k):
-        p = real(*a, **k)
-        return dataclasses.replace(p, parts={name: 3.0 * c for name, c in p.parts.items()})
-    monkeypatch.setattr(fw, "finite_width_mean", wrong)
-    res = run_verify(tmp_path / "wrong", mode="test", progress=False, json_only=True, checks=["finite_width"])
-    assert res.exit_code == 1 and res.check("finite_width").status == "fail"
-
-
-def test_wrong_finite_width_covariance_fails(monkeypatch, tmp_path):
-    """The 1/n coefficient of the trained covariance × 3 fails the finite-width check, on the covariance row."""
-    pytest.importorskip("pdlt.empirical.training")
-    import pdlt.theory.finite_width as fw
-
-    real = fw.finite_width_covariance
-
-    def wrong(*a, **k):
-        p = real(*a, **k)
-        return dataclasses.replace(p, parts={name: 3.0 * c for name, c in p.parts.items()})
-    monkeypatch.setattr(fw, "finite_width_covariance", wrong)
+    def tripled(real):
+        def wrong(*a, **k):
+            p = real(*a, **k)
+            return dataclasses.replace(p, parts={name: 3.0 * c for name, c in p.parts.items()})
+        return wrong
+    monkeypatch.setattr(fw, "finite_width_mean", tripled(fw.finite_width_mean))
+    monkeypatch.setattr(fw, "finite_width_covariance", tripled(fw.finite_width_covariance))
     res = run_verify(tmp_path / "wrong", mode="test", progress=False, json_only=True, checks=["finite_width"])
     assert res.exit_code == 1 and res.check("finite_width").status == "fail"
     assert {r.name for r in res.check("finite_width").rows if r.ok is False} == {
-        "1/n coefficient of Cov[z(T)] (Var_0, Cov_01, Var_1)"}
+        "1/n coefficient of E[z(T)]", "1/n coefficient of Cov[z(T)] (Var_0, Cov_01, Var_1)"}
 
 
 def test_registry_extension_skip_and_failure(tmp_path):
