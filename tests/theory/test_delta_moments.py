@@ -95,3 +95,11 @@ def test_only_piecewise_linear_kinks_are_covered():
     check_delta_activation(LeakyReLU(0.1))
     with pytest.raises(NotImplementedError, match="kinks='a.e.'"):
         check_delta_activation(get_activation("step"))
+
+
+def test_delta_prime_of_a_product_that_vanishes():
+    """σ_b δ(z_b) ≡ 0, so the δ′ rule at another input differentiates it to 0 (not to the ill-defined
+    σ_b δ′(z_b)): ⟨σ'''_a σ_b σ''_b⟩ = 0."""
+    act = ACTS[1]
+    assert m(act, (0, 3), (1, 0), (1, 2)) == 0.0
+    assert np.isnan(m(act, (0, 3), (1, 1), (1, 2)))

@@ -54,7 +54,8 @@ def _derive(counts, a_plus: float, a_minus: float) -> list[tuple[float, tuple]]:
         raise ValueError("δ'' or δ² at one input is not needed by any recursion")
     J = a_plus - a_minus
     if c2:
-        return [(1.0, (c0, c1, 0, 1))]
+        # σ^{c0}δ ≡ 0 for c0 ≥ 1 (σ(0) = 0); with σ' at the input the result is ill-defined, as _expand says
+        return [] if c0 and not c1 else [(1.0, (c0, c1, 0, 1))]
     if c0:
         return [(float(c0), (c0 - 1, c1 + 1, 0, 0))]
     if c1:
