@@ -193,7 +193,7 @@ def test_covariance_expansion_matches_the_mean_and_infinite_width(act, sched):
     covariance (pdlt.theory.training), and the same expansion of the mean reproduces
     finite_width_mean's "H1" and "NTK-fluct" parts (computed from the NTK statistics H¹, A, B)."""
     from pdlt.theory import training as tr
-    from pdlt.theory.finite_width import _m_t, _metric_expansion
+    from pdlt.theory.finite_width import _apply_m_t, _metric_expansion
     from pdlt.theory.network import theory
 
     net = last_layer_net(act, 32)
@@ -208,8 +208,8 @@ def test_covariance_expansion_matches_the_mean_and_infinite_width(act, sched):
     C_b, C_W = net.hyper(L)
     lb, lw = net.lambda_b[L - 1], net.lambda_W[L - 1]
     st = theory(net, np.vstack([X_TRAIN, X_TEST])).layer(L)
-    e = _metric_expansion(st.K, st.V, st.G1, 32, lambda G: lb + lw * (G - C_b) / C_W, 3, Y_TRAIN[:, None],
-                          lambda H: _m_t(H, eta, steps, newton))
+    e = _metric_expansion(st.K, st.V, st.G1, lambda G: lb + lw * (G - C_b) / C_W, 3, Y_TRAIN[:, None],
+                          lambda H: _apply_m_t(H, np.eye(3), eta, steps, newton))
     mean_parts = e["mean"][1]
     np.testing.assert_allclose(mean_parts["G1"][:, 0], m.parts["H1"], rtol=1e-6, atol=1e-8)
     np.testing.assert_allclose(mean_parts["V"][:, 0], m.parts["NTK-fluct"], rtol=5e-3, atol=2e-4)

@@ -31,7 +31,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from . import _validate as v
 from .mlp import MLP
-from .theory import bayes, training
+from .theory import bayes, finite_width, training
 
 __all__ = ["NNGPRegressor", "NTKRegressor", "FiniteWidthRegressor", "NNGPKernel"]
 
@@ -320,14 +320,10 @@ class FiniteWidthRegressor(_InfiniteWidthRegressor):
             eta = v.real("eta", self.eta, low=0.0, low_open=True)
             training._steps(self.steps)                                   # int >= 0, None or inf
             algo = dict(eta=eta, steps=self.steps, newton=False)
-        if self.kinks == "delta" and not net.activation.smooth and not (algo["newton"] and algo["steps"] == 1):
-            raise ValueError("kinks='delta' predicts one Newton step (newton=True, steps=None or 1) only: "
-                             "after gradient-descent or further steps the kink crossings of a real network "
-                             "shift its mean by O(n^-1/2), beyond any 1/n expansion; use kinks='a.e.' (the "
-                             "frozen-slope network)")
         one_newton_step = algo["newton"] and algo["steps"] == 1
         auto = "delta" if one_newton_step and not net.activation.smooth else "a.e."
         kinks = auto if self.kinks == "auto" else self.kinks
+        finite_width._check_kinks(net, kinks, algo["newton"], algo["steps"])
         return dict(algo, kinks=kinks)
 
     def fit(self, X, y):
@@ -341,10 +337,7 @@ class FiniteWidthRegressor(_InfiniteWidthRegressor):
         if not algo["newton"] and algo["eta"] >= self.eta_max_:
             raise ValueError(f"gradient descent diverges: eta = {algo['eta']:g} >= 2/λ_max(Θ̃) = "
                              f"{self.eta_max_:.6g}; use 0 < eta < {self.eta_max_:.6g}")
-        if not lam[0] > bayes.RCOND * lam[-1]:
-            raise ValueError(f"the training NTK Θ̃ is singular (smallest/largest eigenvalue "
-                             f"{lam[0] / lam[-1]:.3g}): duplicate or degenerate training inputs, for which "
-                             f"the finite-width theory is not set up; remove them")
+        finite_width._check_training_ntk(kb.Theta_train)
         # the infinite-width counterpart (NTKRegressor's numbers): Newton steps are t = ∞
         eta, steps = (None, None) if algo["newton"] else (algo["eta"], algo["steps"])
         self.M_, _ = training.gd_operator(kb.Theta_train, eta, steps, X_train=X)
@@ -360,14 +353,12 @@ class FiniteWidthRegressor(_InfiniteWidthRegressor):
         """The :class:`pdlt.theory.finite_width.FiniteWidthPrediction` at X: ``infinite`` (m^∞),
         ``parts`` (the 1/n coefficients c_k), ``n``, ``total`` (what :meth:`predict` returns);
         arrays (n_samples,) or (n_samples, n_targets)."""
-        from .theory.finite_width import finite_width_mean
-
         check_is_fitted(self, "alpha_")
         X = validate_data(self, X, reset=False, dtype=np.float64)
         last = getattr(self, "_last", None)       # the costly theory is kept for the last X of this fit
         if last is not None and last[0].shape == X.shape and np.array_equal(last[0], X):
             return last[1]
-        pred = finite_width_mean(self._network, self.X_train_, self.y_train_, X, **self._run)
+        pred = finite_width.finite_width_mean(self._network, self.X_train_, self.y_train_, X, **self._run)
         self._last = (X.copy(), pred)
         return pred
 

@@ -213,7 +213,7 @@ def explicit_mixed4(K: np.ndarray, orders, E: Expectations) -> np.ndarray:
 
 def _delta_kinks(E: Expectations) -> bool:
     """True when a kinked σ's explicit σ'', σ''' are δ-functions (``E.kinks == "delta"``)."""
-    if E.act.smooth or getattr(E, "kinks", "a.e.") != "delta":
+    if E.act.smooth or E.kinks != "delta":
         return False
     check_delta_activation(E.act)
     return True

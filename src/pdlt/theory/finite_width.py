@@ -103,6 +103,7 @@ import numpy as np
 
 from .. import _validate as v
 from ..mlp import MLP
+from ._gauss import Expectations
 from .bayes import RCOND
 
 __all__ = ["FiniteWidthPrediction", "finite_width_mean", "finite_width_covariance", "trained_mean_function",
@@ -114,18 +115,20 @@ FROZEN_PARTS = ("H1", "NTK-fluct")
 MAX_STEPS = 200_000
 
 
+def _apply_m_t(HAA: np.ndarray, R: np.ndarray, eta, steps, newton: bool) -> np.ndarray:
+    r"""M_t(Ĥ_AA) R = Ĥ_AA⁻¹(R − (1 − ηĤ_AA)^t R); Ĥ_AA⁻¹R for t = ∞ or Newton steps."""
+    if newton or steps is None or math.isinf(steps):
+        return np.linalg.solve(HAA, R)
+    P = np.eye(HAA.shape[0]) - eta * HAA
+    return np.linalg.solve(HAA, R - np.linalg.matrix_power(P, int(steps)) @ R)
+
+
 def trained_mean_function(MA: int, y: np.ndarray, *, eta: float | None, steps, newton: bool):
     r"""f(H) = H_{BA} M_t(H_{AA}) y for a full (M, M) NTK matrix H (the M_A training rows first)."""
     y = np.asarray(y, dtype=np.float64)
 
     def f(H):
-        HAA, HBA = H[:MA, :MA], H[MA:, :MA]
-        if newton or steps is None or math.isinf(steps):
-            c = np.linalg.solve(HAA, y)
-        else:
-            P = np.eye(MA) - eta * HAA
-            c = np.linalg.solve(HAA, y - np.linalg.matrix_power(P, int(steps)) @ y)
-        return HBA @ c
+        return H[MA:, :MA] @ _apply_m_t(H[:MA, :MA], y, eta, steps, newton)
 
     return f
 
@@ -141,6 +144,35 @@ def _d2(f, H, V, h):
 def _richardson(fn, f, H, V, h):
     a, b = fn(f, H, V, h), fn(f, H, V, h / 2)
     return (4 * b - a) / 3
+
+
+def _directions(C: np.ndarray, M: int):
+    """(w_k, U_k) over the eigenpairs of a symmetric (M², M²) covariance, U_k as (M, M) matrices,
+    skipping the numerically zero ones: the directions of the second-order expansions."""
+    w, U = np.linalg.eigh(C)
+    tiny = 1e-14 * max(float(abs(w).max()), 1e-300)
+    return [(w[k], U[:, k].reshape(M, M)) for k in range(w.size) if abs(w[k]) > tiny]
+
+
+def _check_training_ntk(Theta_AA: np.ndarray) -> None:
+    """ValueError unless the training block of the infinite-width NTK is invertible (finite-width theory)."""
+    w = np.linalg.eigvalsh(Theta_AA)
+    if not w[0] > RCOND * w[-1]:
+        raise ValueError(f"the training-block NTK Θ_AA is singular (smallest/largest eigenvalue "
+                         f"{w[0] / w[-1]:.3g}): duplicate or degenerate training inputs; remove them")
+
+
+def _check_kinks(net: MLP, kinks: str, newton: bool, steps) -> bool:
+    """Validate ``kinks`` for a schedule; True when the δ-function terms are used (kinked σ, "delta")."""
+    if kinks not in Expectations.KINKS:
+        raise ValueError(f"kinks must be 'a.e.' or 'delta', got {kinks!r}")
+    delta = kinks == "delta" and not net.activation.smooth
+    if delta and not (newton and steps == 1):
+        raise ValueError("kinks='delta' predicts one Newton step (newton=True, steps=1) only: after "
+                         "gradient-descent or further steps the kink crossings of a real network shift "
+                         "its mean by O(n^-1/2), beyond any 1/n expansion; use kinks='a.e.' (the "
+                         "frozen-slope network)")
+    return delta
 
 
 # ---------------------------------------------------------------------------------------------
@@ -312,6 +344,8 @@ def _training_setup(net: MLP, X_train, y_train, X_test, eta, steps, newton: bool
     """Validated (X_A, X_B, Y (N_A, n_L), one_d, eta, steps) of a training schedule (ValueError otherwise)."""
     from .training import max_learning_rate
 
+    if not isinstance(net, MLP):
+        raise ValueError(f"net must be a pdlt.MLP, got {type(net).__name__}")
     XA = v.inputs("X_train", X_train, net.input_dim)
     XB = v.inputs("X_test", X_test, net.input_dim)
     nL = net.n(net.depth)
@@ -357,23 +391,14 @@ def finite_width_mean(net: MLP, X_train, y_train, X_test, *, eta: float | None =
     from .network import theory as _theory
     from .ntk_correction import ntk_mean_correction
 
-    if not isinstance(net, MLP):
-        raise ValueError(f"net must be a pdlt.MLP, got {type(net).__name__}")
     parts = tuple(parts)
     bad = [p for p in parts if p not in PARTS]
     if bad:
         raise ValueError(f"unknown parts {bad}; available: {PARTS}")
     XA, XB, Y, one_d, eta, steps = _training_setup(net, X_train, y_train, X_test, eta, steps, newton)
     nL = net.n(net.depth)
-    if kinks not in ("a.e.", "delta"):
-        raise ValueError(f"kinks must be 'a.e.' or 'delta', got {kinks!r}")
-    delta = kinks == "delta" and not net.activation.smooth
+    delta = _check_kinks(net, kinks, newton, steps)
     if delta:
-        if not newton or steps != 1:
-            raise ValueError("kinks='delta' predicts one Newton step (newton=True, steps=1) only: after "
-                             "gradient-descent or further steps the kink crossings of a real network shift "
-                             "its mean by O(n^-1/2), beyond any 1/n expansion; use kinks='a.e.' (the "
-                             "frozen-slope network)")
         if any(np.any(np.all(XA == x, axis=1)) for x in XB):
             raise ValueError("kinks='delta': a test input equals a training input, where the δ-function "
                              "terms are ill-defined (the real network's shift there is O(n^-1/2))")
@@ -387,10 +412,7 @@ def finite_width_mean(net: MLP, X_train, y_train, X_test, *, eta: float | None =
     s = th.layer(net.depth)
     Ik = np.eye(nL)
     Theta = np.kron(np.asarray(s.Theta), Ik)
-    w = np.linalg.eigvalsh(Theta[:MA, :MA])
-    if not w[0] > RCOND * w[-1]:
-        raise ValueError(f"the training-block NTK Θ_AA is singular (smallest/largest eigenvalue "
-                         f"{w[0] / w[-1]:.3g}): duplicate or degenerate training inputs; remove them")
+    _check_training_ntk(Theta[:MA, :MA])
     n = net.n(net.depth - 1)
     f = trained_mean_function(MA, Y.reshape(-1), eta=eta, steps=steps, newton=newton)
     shape = (NB,) if one_d else (NB, nL)
@@ -404,13 +426,9 @@ def finite_width_mean(net: MLP, X_train, y_train, X_test, *, eta: float | None =
         out["H1"] = (_richardson(_d1, f, Theta, H1 / nrm, h) * nrm).reshape(shape)
     if "NTK-fluct" in parts:
         C = _ntk_covariance(np.asarray(s.A), np.asarray(s.B), nL)
-        w, U = np.linalg.eigh(C)
-        M = Theta.shape[0]
-        acc = np.zeros(M - MA)
-        for k in range(w.size):
-            if abs(w[k]) <= 1e-14 * max(abs(w).max(), 1e-300):
-                continue
-            acc += 0.5 * w[k] * _richardson(_d2, f, Theta, U[:, k].reshape(M, M), h)
+        acc = np.zeros(Theta.shape[0] - MA)
+        for w, D in _directions(C, Theta.shape[0]):
+            acc += 0.5 * w * _richardson(_d2, f, Theta, D, h)
         out["NTK-fluct"] = acc.reshape(shape)
     if moving:
         st = dntk_statistics(s, nL)
@@ -430,18 +448,7 @@ def finite_width_mean(net: MLP, X_train, y_train, X_test, *, eta: float | None =
 # ---------------------------------------------------------------------------------------------
 # the covariance, when only the last layer trains
 
-COV_PARTS = ("G1", "V")
-
-
-def _m_t(HAA: np.ndarray, eta, steps, newton: bool) -> np.ndarray:
-    r"""M_t(Ĥ_AA) = Ĥ_AA⁻¹(1 − (1 − ηĤ_AA)^t); Ĥ_AA⁻¹ for t = ∞ or Newton steps."""
-    I = np.eye(HAA.shape[0])
-    if newton or steps is None or math.isinf(steps):
-        return np.linalg.inv(HAA)
-    return np.linalg.solve(HAA, I - np.linalg.matrix_power(I - eta * HAA, int(steps)))
-
-
-def _metric_expansion(G, V, G1, n: int, H_of, MA: int, Y, m_t):
+def _metric_expansion(G, V, G1, H_of, MA: int, Y, m_t):
     r"""Mean and covariance of the trained outputs to O(1/n) for a network linear in its trained
     parameters, as functions of its stochastic metric Ĝ (E[Ĝ] = G + G1/n, n Cov(Ĝ, Ĝ) = V).
 
@@ -468,16 +475,13 @@ def _metric_expansion(G, V, G1, n: int, H_of, MA: int, Y, m_t):
     base = f(G)
     nrm = float(np.max(np.abs(G1))) or 1.0
     d_G1 = split(_richardson(_d1, f, G, G1 / nrm, h) * nrm)
-    w, U = np.linalg.eigh(0.5 * (V.reshape(N * N, N * N) + V.reshape(N * N, N * N).T))
+    Vm = V.reshape(N * N, N * N)
     curv = np.zeros_like(base)
     cov_h = np.zeros((NB, NB))
-    for k in range(w.size):
-        if abs(w[k]) <= 1e-14 * max(abs(w).max(), 1e-300):
-            continue
-        D = U[:, k].reshape(N, N)
-        curv += 0.5 * w[k] * _richardson(_d2, f, G, D, h)
+    for w, D in _directions(0.5 * (Vm + Vm.T), N):
+        curv += 0.5 * w * _richardson(_d2, f, G, D, h)
         dh = split(_richardson(_d1, f, G, D, h))[0]
-        cov_h += w[k] * dh @ dh.T / nL                 # (1/n_L) Σ_i Cov[h_i, h_i], the measured layout
+        cov_h += w * dh @ dh.T / nL                    # (1/n_L) Σ_i Cov[h_i, h_i], the measured layout
     m0, c0 = split(base)
     mV, cV = split(curv)
     return {"mean": (m0, {"G1": d_G1[0], "V": mV}), "cov": (c0, {"G1": d_G1[1], "V": cV + cov_h})}
@@ -516,25 +520,23 @@ def finite_width_covariance(net: MLP, X_train, y_train, X_test, *, eta: float | 
     """
     from .network import theory as _theory
 
-    if not isinstance(net, MLP):
-        raise ValueError(f"net must be a pdlt.MLP, got {type(net).__name__}")
+    XA, XB, Y, _, eta, steps = _training_setup(net, X_train, y_train, X_test, eta, steps, newton)
     L = net.depth
     if any(net.lambda_b[l] or net.lambda_W[l] for l in range(L - 1)):
         raise NotImplementedError(
             "finite_width_covariance needs a network in which only the last layer trains (lambda_b = "
             "lambda_W = 0 in layers 1..L-1): with hidden layers training the NTK moves, and its O(1/n) "
             "contributions to the covariance are not derived")
-    XA, XB, Y, _, eta, steps = _training_setup(net, X_train, y_train, X_test, eta, steps, newton)
     C_b, C_W = net.hyper(L)
     lam_b, lam_W = net.lambda_b[L - 1], net.lambda_W[L - 1]
     NA = XA.shape[0]
     s = _theory(net, np.vstack([XA, XB])).layer(L)
     K, V, G1 = (np.asarray(a) for a in (s.K, s.V, s.G1))
-    w = np.linalg.eigvalsh(lam_b + lam_W * (K[:NA, :NA] - C_b) / C_W)
-    if not w[0] > RCOND * w[-1]:
-        raise ValueError(f"the training-block NTK Θ_AA is singular (smallest/largest eigenvalue "
-                         f"{w[0] / w[-1]:.3g}): duplicate or degenerate training inputs; remove them")
-    out = _metric_expansion(K, V, G1, net.n(L - 1), lambda G: lam_b + lam_W * (G - C_b) / C_W, NA, Y,
-                            lambda HAA: _m_t(HAA, eta, steps, newton))
+
+    def H_of(G):                                        # the frozen NTK as a function of Ĝ
+        return lam_b + lam_W * (G - C_b) / C_W
+
+    _check_training_ntk(H_of(K[:NA, :NA]))
+    out = _metric_expansion(K, V, G1, H_of, NA, Y, lambda HAA: _apply_m_t(HAA, np.eye(NA), eta, steps, newton))
     cov, parts = out["cov"]
     return FiniteWidthPrediction(cov, parts, net.n(L - 1))
